@@ -1,0 +1,174 @@
+"""``MTISearch``: a LightningModule whose parameters are the images.
+
+It holds a batch of K images (a parameterisation), a frozen network, the features and an
+objective (one target per image). Each training step takes a batch of transform draws, renders
+the images through them in one kernel, runs the network only as deep as the objective reads,
+and returns the negative score. Lightning's strategies all-reduce the image gradients, so DDP
+over draws is the same maths as one larger draw batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from mti_lightning.core.attribution import attribute
+from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.core.features import Readout
+from mti_lightning.core.models import LoadedModel
+from mti_lightning.core.objectives import Objective
+from mti_lightning.core.probes import capture
+from mti_lightning.core.relu import redirect_relus
+from mti_lightning.core.render import evaluate
+from mti_lightning.core.transforms import TransformConfig, resize, sample_noise
+from mti_lightning.shells.metrics import FeatureEnergies
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+
+class MTISearch(L.LightningModule):
+    """Optimise K images for per-image objectives on a frozen network.
+
+    ``metric_layer``: the layer at which start/end energies are measured (the tension layer
+    of an MTI search); without it only activations are measured.
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        param: nn.Module,
+        objective: Objective,
+        readout: Readout | None = None,
+        transform: TransformConfig | None = None,
+        optimizer: str = "adam",
+        lr: float = 0.05,
+        metric_layer: str | None = None,
+        redirect_relu_steps: int = 0,
+        compile: bool = False,
+        track_pixel_grads: bool = False,
+    ):
+        super().__init__()
+        if optimizer not in OPTIMIZERS:
+            raise MTIConfigError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if lr <= 0:
+            raise MTIConfigError(f"lr={lr}; the learning rate must be > 0")
+        self.lm = model
+        self.net = model.model
+        self.param = param
+        self.objective = objective
+        self.readout = readout
+        self.transform = transform or TransformConfig()
+        self.optimizer_name, self.lr = optimizer, lr
+        self.metric_layer = metric_layer
+        self.redirect_relu_steps = redirect_relu_steps
+        self.compile_net = compile
+        self.track_pixel_grads = track_pixel_grads
+        self.strict_loading = False
+        n = param.n
+        self.start_metrics = FeatureEnergies(n)
+        self.end_metrics = FeatureEnergies(n)
+        self.register_buffer("pixel_grads", torch.zeros(n, *param.size), persistent=False)
+        self.register_buffer("first_bad_step", torch.tensor(-1), persistent=True)
+        self._keep: list[torch.Tensor] = []
+        self.measured: dict[str, dict[str, torch.Tensor]] = {}
+        self._images: torch.Tensor | None = None
+        self.last_values: torch.Tensor | None = None
+
+    @property
+    def n_images(self) -> int:
+        return self.param.n
+
+    def forward(self) -> torch.Tensor:
+        """The current images ``(K, 3, H, W)`` in [0, 1]."""
+        return self.param()
+
+    def configure_model(self) -> None:
+        """Compile the network's forward once when asked (the images stay eager)."""
+        if self.compile_net and self.lm.model is self.net:
+            self.lm = dataclasses.replace(self.lm, model=torch.compile(self.net))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return OPTIMIZERS[self.optimizer_name](self.param.parameters(), lr=self.lr)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        images = self.param()
+        if self.track_pixel_grads:
+            images.retain_grad()
+            self._images = images
+        draws = batch["draws"]
+        noise = sample_noise(
+            self.transform, batch["total"], self.lm.input_size[1:], batch["noise_seed"], self.device
+        )
+        if noise is not None:
+            noise = noise[batch["offset"] : batch["offset"] + draws.shape[0]]
+        with redirect_relus(self.net, active=self.global_step < self.redirect_relu_steps):
+            ev = evaluate(
+                self.lm, images, self.objective, self.readout, draws, self.transform, noise
+            )
+            loss = -self.objective(ev).sum()
+        self.last_values = ev.values.detach().mean(1)
+        self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def on_after_backward(self) -> None:
+        if self._images is not None and self._images.grad is not None:
+            self.pixel_grads += self._images.grad.detach().abs().sum(1)
+            self._images = None
+
+    def on_fit_start(self) -> None:
+        self._keep = [p.detach().clone() for p in self.param.parameters()]
+
+    def on_train_start(self) -> None:
+        self.measured["start"] = self.measure(self.start_metrics)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Remember the last finite images on the device (no host sync)."""
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        with torch.no_grad():
+            finite = torch.isfinite(loss.detach())
+            params = list(self.param.parameters())
+            for p in params:
+                finite = finite & torch.isfinite(p).all()
+            for p, keep in zip(params, self._keep):
+                keep.copy_(torch.where(finite, p, keep))
+            step = torch.tensor(batch["step"], device=finite.device)
+            bad = (~finite) & (self.first_bad_step < 0)
+            self.first_bad_step.copy_(torch.where(bad, step, self.first_bad_step))
+
+    def restore_last_finite(self) -> None:
+        """Put back the images of the last step whose objective and images were finite."""
+        with torch.no_grad():
+            for p, keep in zip(self.param.parameters(), self._keep):
+                p.copy_(keep)
+
+    def on_train_end(self) -> None:
+        self.measured["end"] = self.measure(self.end_metrics)
+
+    def measure(self, metric: FeatureEnergies | None = None) -> dict[str, torch.Tensor]:
+        """Activation (and energies at ``metric_layer``) of the current images, whole canvas."""
+        if self.readout is None:
+            return {}
+        metric = metric or FeatureEnergies(self.n_images).to(self.device)
+        metric.reset()
+        with torch.no_grad():
+            x = resize(self.param(), self.lm.input_size[1:])
+        if self.metric_layer is not None:
+            att = attribute(self.lm, x, self.readout, [self.metric_layer])
+            e = att.energies[self.metric_layer]
+            metric.update(att.activation, e.e_plus, e.e_minus)
+        else:
+            with torch.no_grad():
+                acts = capture(self.net, self.lm.normalize(x), self.readout.layers)
+                act = self.readout(acts, 1)[:, 0]
+            metric.update(act, torch.zeros_like(act), torch.zeros_like(act))
+        return {k: v.detach().cpu() for k, v in metric.compute().items()}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints hold the images and optimiser state, not the frozen network."""
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("net.")]:
+            del state[key]

@@ -1,0 +1,83 @@
+"""Building the Trainer of a search from plain options, with clear errors for bad combinations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from mti_lightning.core.errors import MTIConfigError
+
+PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64")
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+
+
+def check_trainer_options(accelerator: str, precision: str, devices: Any) -> None:
+    """Reject unknown or incompatible options before any work starts."""
+    if str(precision) not in PRECISIONS:
+        raise MTIConfigError(f"precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if accelerator not in ACCELERATORS:
+        raise MTIConfigError(f"accelerator {accelerator!r}; valid: {', '.join(ACCELERATORS)}")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise MTIConfigError(
+            f"accelerator={accelerator} but no CUDA device is visible; use accelerator=cpu"
+        )
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and str(precision) == "16-mixed":
+        raise MTIConfigError(
+            "precision=16-mixed needs a GPU; on CPU use precision=32 or precision=bf16-mixed"
+        )
+
+
+def make_trainer(
+    run_dir: str | Path,
+    max_steps: int,
+    accelerator: str = "cpu",
+    devices: Any = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str = "32",
+    logger: Any = False,
+    callbacks: Sequence[L.Callback] = (),
+    checkpoint_every: int = 0,
+    log_every_n_steps: int = 10,
+    progress_bar: bool = False,
+) -> L.Trainer:
+    """A Trainer that runs ``max_steps`` optimisation steps of a search in ``run_dir``."""
+    if max_steps < 1:
+        raise MTIConfigError(f"steps={max_steps}; a search needs at least 1 step")
+    check_trainer_options(accelerator, str(precision), devices)
+    callbacks = list(callbacks)
+    if checkpoint_every > 0:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=Path(run_dir) / "checkpoints",
+                filename="step{step:06d}",
+                every_n_train_steps=checkpoint_every,
+                save_last=True,
+                save_top_k=1,
+                auto_insert_metric_name=False,
+            )
+        )
+    return L.Trainer(
+        default_root_dir=str(run_dir),
+        max_steps=max_steps,
+        max_epochs=1,
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=str(precision),
+        logger=logger,
+        callbacks=callbacks,
+        enable_checkpointing=checkpoint_every > 0,
+        enable_progress_bar=progress_bar,
+        enable_model_summary=False,
+        log_every_n_steps=log_every_n_steps,
+        num_sanity_val_steps=0,
+        deterministic=False,
+    )
