@@ -106,17 +106,19 @@ def load_model(
     pretrained: bool = False,
     checkpoint: str | Path | None = None,
     device: torch.device | str = "cpu",
+    input_size: tuple[int, int, int] | None = None,
 ) -> LoadedModel:
     """Load a built-in model or a timm model by name, frozen, with its input config.
 
     ``pretrained`` asks timm for its weights (needs network access); ``checkpoint`` loads a
     local state dict instead. Built-in models load their shipped weights when ``pretrained``
-    or by default (they exist to be studied trained).
+    or by default (they exist to be studied trained). ``input_size`` (C, H, W) overrides the
+    model's own, for networks that accept other sizes (small canvases in tests and sweeps).
     """
     if name in BUILTIN_MODELS:
         model, cfg = build_builtin(name, pretrained=True)
         trained, source = cfg.get("trained", True), f"builtin:{name}"
-        input_size, mean, std = cfg["input_size"], cfg["mean"], cfg["std"]
+        native_size, mean, std = cfg["input_size"], cfg["mean"], cfg["std"]
     else:
         import timm
 
@@ -136,15 +138,17 @@ def load_model(
         trained = pretrained
         source = f"timm:{name}" + (":pretrained" if pretrained else ":random-init")
         data_cfg = timm.data.resolve_data_config({}, model=model)
-        input_size, mean, std = data_cfg["input_size"], data_cfg["mean"], data_cfg["std"]
+        native_size, mean, std = data_cfg["input_size"], data_cfg["mean"], data_cfg["std"]
     if checkpoint is not None:
         _load_checkpoint(model, Path(checkpoint))
         trained, source = True, f"{source}:checkpoint:{checkpoint}"
+    if input_size is not None and (len(input_size) != 3 or min(input_size) < 1):
+        raise MTIConfigError(f"input_size {input_size} must be (channels, height, width)")
     freeze(model).to(device)
     return LoadedModel(
         name=name,
         model=model,
-        input_size=tuple(int(v) for v in input_size),
+        input_size=tuple(int(v) for v in (input_size or native_size)),
         mean=tuple(float(v) for v in mean),
         std=tuple(float(v) for v in std),
         trained=bool(trained),

@@ -3,7 +3,7 @@
 A forward over ``K`` images x ``D`` draws captures the layers every term needs and the feature
 values ``(K, D)``; each term turns that into one score per image ``(K,)`` (averaged over
 draws), so every image of a batch can have its own feature and target. Terms compose with
-``+``, ``*`` (a float) and unary ``-``.
+``+``, ``-``, ``*`` (a float) and unary ``-``.
 """
 
 from __future__ import annotations

@@ -33,8 +33,9 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch
 class MTISearch(L.LightningModule):
     """Optimise K images for per-image objectives on a frozen network.
 
-    ``metric_layer``: the layer at which start/end energies are measured (the tension layer
-    of an MTI search); without it only activations are measured.
+    ``readout`` is evaluated every step (None when the objective needs no feature value, e.g.
+    an inversion); ``measure_readout`` (default ``readout``) gives the features measured at
+    start and end, with energies at ``metric_layer`` (the tension layer of an MTI search).
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class MTISearch(L.LightningModule):
         redirect_relu_steps: int = 0,
         compile: bool = False,
         track_pixel_grads: bool = False,
+        measure_readout: Readout | None = None,
     ):
         super().__init__()
         if optimizer not in OPTIMIZERS:
@@ -61,6 +63,7 @@ class MTISearch(L.LightningModule):
         self.param = param
         self.objective = objective
         self.readout = readout
+        self.measure_readout = measure_readout if measure_readout is not None else readout
         self.transform = transform or TransformConfig()
         self.optimizer_name, self.lr = optimizer, lr
         self.metric_layer = metric_layer
@@ -150,22 +153,23 @@ class MTISearch(L.LightningModule):
 
     def measure(self, metric: FeatureEnergies | None = None) -> dict[str, torch.Tensor]:
         """Activation (and energies at ``metric_layer``) of the current images, whole canvas."""
-        if self.readout is None:
+        readout = self.measure_readout
+        if readout is None:
             return {}
         metric = metric or FeatureEnergies(self.n_images).to(self.device)
         metric.reset()
         with torch.no_grad():
             x = resize(self.param(), self.lm.input_size[1:])
         if self.metric_layer is not None:
-            att = attribute(self.lm, x, self.readout, [self.metric_layer])
+            att = attribute(self.lm, x, readout, [self.metric_layer])
             e = att.energies[self.metric_layer]
             metric.update(att.activation, e.e_plus, e.e_minus)
         else:
             with torch.no_grad():
-                acts = capture(self.net, self.lm.normalize(x), self.readout.layers)
-                act = self.readout(acts, 1)[:, 0]
+                acts = capture(self.net, self.lm.normalize(x), readout.layers)
+                act = readout(acts, 1)[:, 0]
             metric.update(act, torch.zeros_like(act), torch.zeros_like(act))
-        return {k: v.detach().cpu() for k, v in metric.compute().items()}
+        return {k: v.detach().reshape(-1).cpu() for k, v in metric.compute().items()}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Checkpoints hold the images and optimiser state, not the frozen network."""

@@ -1,0 +1,281 @@
+"""The main job: one MTISearch (MTI, feature visualisation, inversion or accentuation) from a
+config, its +/- inversions, and a run directory with everything it produced.
+
+Every check that can fail on bad input (options, model, layers, features, image files) runs
+before the first optimisation step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from mti_lightning.core.attribution import attribute
+from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.core.features import FeatureSpec, Readout, build_readout
+from mti_lightning.core.inversion import inversion_objective
+from mti_lightning.core.io import load_image, save_png, save_tensors, write_json, write_text
+from mti_lightning.core.models import LoadedModel, load_model
+from mti_lightning.core.objectives import Activation, L2ToSeed, Objective, Tension
+from mti_lightning.core.parameterizations import make_parameterization
+from mti_lightning.core.transforms import TransformConfig
+from mti_lightning.pipelines.summary import format_table, summary_figure, summary_rows
+from mti_lightning.pipelines.targets import parse_targets
+from mti_lightning.pipelines.tracking import make_logger
+from mti_lightning.shells.callbacks import (
+    ImageSnapshots,
+    NonFiniteGuard,
+    PlusMinusInversions,
+    StopAtTarget,
+    TransparencyMaps,
+)
+from mti_lightning.shells.draws import DrawDataModule
+from mti_lightning.shells.search import MTISearch
+from mti_lightning.shells.trainer import check_trainer_options, make_trainer
+
+KINDS = ("mti", "visualize", "visualize_neg", "invert", "accentuate")
+
+
+@dataclass
+class Prepared:
+    """Everything a search needs, built and validated before any optimisation."""
+
+    lm: LoadedModel
+    specs: list[FeatureSpec]
+    readout: Readout
+    search: MTISearch
+    features: list[str]
+    callbacks: dict[str, L.Callback] = field(default_factory=dict)
+
+
+def _seed_images(paths: Any, size: tuple[int, int]) -> torch.Tensor:
+    if not paths:
+        raise MTIConfigError("search.image is required for this kind; give an image file path")
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    return torch.stack([load_image(p, size) for p in paths])
+
+
+def _objective(
+    kind: str, s: dict, lm: LoadedModel, readout: Readout, seeds: torch.Tensor | None
+) -> tuple[Objective, Readout | None]:
+    """The objective of ``kind`` and the readout the search should evaluate each step."""
+    if kind == "mti":
+        hold = s.get("hold")
+        return Tension(
+            s["attribution_layer"], s["mode"], s["temperature"], hold, s["hold_weight"]
+        ), readout
+    if kind in ("visualize", "visualize_neg"):
+        return Activation(1.0 if kind == "visualize" else -1.0), readout
+    if kind == "accentuate":
+        return Activation(float(s.get("sign", 1.0))) + s["l2_weight"] * L2ToSeed(seeds), readout
+    return inversion_objective(lm, seeds, readout, s["attribution_layer"], s["power"]), None
+
+
+def prepare(cfg: dict, run_dir: Path) -> Prepared:
+    """Validate the config and build the search (fast; no optimisation yet)."""
+    s, t = cfg["search"], cfg["trainer"]
+    kind = s["kind"]
+    if kind not in KINDS:
+        raise MTIConfigError(f"search.kind {kind!r}; valid: {', '.join(KINDS)}")
+    check_trainer_options(t["accelerator"], str(t["precision"]), t["devices"])
+    if s["steps"] < 1:
+        raise MTIConfigError(f"search.steps={s['steps']}; need at least 1 step")
+    m = cfg["model"]
+    lm = load_model(
+        m["name"], pretrained=m.get("pretrained", False), checkpoint=m.get("checkpoint")
+    )
+    specs = parse_targets(cfg["target"])
+    per = int(s.get("images_per_target", 1))
+    if per < 1 or (kind == "invert" and per != 1):
+        raise MTIConfigError(
+            f"search.images_per_target={per}; need >= 1 (exactly 1 for kind=invert)"
+        )
+    size = tuple(cfg["param"].get("canvas") or lm.input_size[1:])
+    seeds = None
+    if kind in ("invert", "accentuate") or s.get("image"):
+        seeds = _seed_images(s.get("image"), size)
+        if kind == "invert":
+            specs = [sp for sp in specs for _ in range(len(seeds))]
+            seeds = seeds.repeat(len(specs) // len(seeds), 1, 1, 1)
+        elif len(seeds) not in (1, len(specs) * per):
+            raise MTIConfigError(
+                f"{len(seeds)} seed images for {len(specs) * per} images; give 1 or one per image"
+            )
+    specs = [sp for sp in specs for _ in range(per)]
+    readout = build_readout(lm.model, lm.input_size, specs)
+    layer = s.get("attribution_layer")
+    if layer:
+        attribute(lm, torch.zeros(len(specs), *lm.input_size), readout, [layer])
+    if seeds is not None and len(seeds) == 1 and kind != "invert":
+        seeds = seeds.expand(len(specs), -1, -1, -1)
+    n_images = 2 * len(specs) if kind == "invert" else len(specs)
+    p = cfg["param"]
+    param = make_parameterization(
+        p["kind"],
+        n_images,
+        size,
+        seed=cfg["seed"],
+        **{k: v for k, v in p.items() if k in ("decay", "scale") and v is not None},
+    )
+    if kind in ("accentuate", "mti") and seeds is not None:
+        param.seed_from(seeds.contiguous())
+    objective, step_readout = _objective(kind, s, lm, readout, seeds)
+    eval_readout = step_readout or Readout(specs * 2, readout.shapes)
+    search = MTISearch(
+        lm,
+        param,
+        objective,
+        step_readout,
+        TransformConfig(**cfg["transform"]),
+        optimizer=s["optimizer"],
+        lr=s["lr"],
+        metric_layer=layer,
+        redirect_relu_steps=s.get("redirect_relu_steps", 0),
+        compile=t.get("compile", False),
+    )
+    if step_readout is None:
+        search.readout = eval_readout
+    features = [str(sp) for sp in (specs if kind != "invert" else specs * 2)]
+    if kind == "invert":
+        features = [f"{f} (+)" for f in map(str, specs)] + [f"{f} (-)" for f in map(str, specs)]
+    callbacks = _callbacks(cfg, run_dir, kind, layer)
+    return Prepared(lm, specs, eval_readout, search, features, callbacks)
+
+
+def _callbacks(cfg: dict, run_dir: Path, kind: str, layer: str | None) -> dict[str, L.Callback]:
+    c, s = cfg["callbacks"], cfg["search"]
+    cbs: dict[str, L.Callback] = {
+        "guard": NonFiniteGuard(c["check_every"]),
+        "snapshots": ImageSnapshots(
+            run_dir / "snapshots", c["snapshot_steps"], c["snapshot_every"]
+        ),
+    }
+    if c["transparency"]:
+        cbs["transparency"] = TransparencyMaps()
+    if c.get("stop_activation") is not None:
+        cbs["stop"] = StopAtTarget(c["stop_activation"], c["check_every"])
+    inv = s.get("inversions") or {}
+    if kind == "mti" and inv.get("enabled") and layer:
+        cbs["inversions"] = PlusMinusInversions(
+            layer, inv["steps"], inv["lr"], inv["draws"], inv["power"], seed=cfg["seed"]
+        )
+    return cbs
+
+
+def _ddp_agreement(trainer: L.Trainer, images: torch.Tensor) -> float | None:
+    """Largest difference between any process's images and rank 0's (None on one process)."""
+    if trainer.world_size < 2:
+        return None
+    gathered = trainer.strategy.all_gather(images)
+    return float((gathered - gathered[0:1]).abs().max())
+
+
+def run_search_job(cfg: dict, run_dir: Path) -> dict[str, Any]:
+    """Run the search described by ``cfg`` into ``run_dir``; return the metrics record."""
+    run_dir = Path(run_dir)
+    L.seed_everything(cfg["seed"], workers=True, verbose=False)
+    prepared = prepare(cfg, run_dir)
+    s, t, lg = cfg["search"], cfg["trainer"], cfg["logger"]
+    logger = make_logger(
+        lg["kind"],
+        run_dir,
+        name=lg.get("name") or run_dir.name,
+        project=lg["project"],
+        group=lg.get("group"),
+        mode=lg["mode"],
+        config=cfg,
+    )
+    trainer = make_trainer(
+        run_dir,
+        s["steps"],
+        accelerator=t["accelerator"],
+        devices=t["devices"],
+        num_nodes=t["num_nodes"],
+        strategy=t["strategy"],
+        precision=str(t["precision"]),
+        logger=logger,
+        callbacks=list(prepared.callbacks.values()),
+        checkpoint_every=cfg["checkpoint"]["every_n_steps"],
+        log_every_n_steps=t["log_every_n_steps"],
+        progress_bar=t.get("progress_bar", False),
+    )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    ckpt = str(last) if cfg["checkpoint"].get("resume") and last.exists() else None
+    search = prepared.search
+    datamodule = DrawDataModule(search.transform, s["draws"], cfg["seed"])
+    trainer.fit(search, datamodule=datamodule, ckpt_path=ckpt)
+    images = search().detach()
+    agreement = _ddp_agreement(trainer, images)
+    if not trainer.is_global_zero:
+        return {}
+    return _write_results(cfg, run_dir, prepared, trainer, images, agreement, logger, ckpt)
+
+
+def _write_results(cfg, run_dir, prepared, trainer, images, agreement, logger, ckpt) -> dict:
+    search, cbs = prepared.search, prepared.callbacks
+    inv = cbs["inversions"].result if "inversions" in cbs else {}
+    start = search.measured.get("start", {})
+    end = search.measured.get("end", {})
+    rows = summary_rows(prepared.features, start, end, inv or None)
+    images = images.float().cpu()
+    for k, img in enumerate(images):
+        save_png(run_dir / "images" / f"image_{k:03d}.png", img)
+    tensors = {"images": images}
+    if inv:
+        for k in range(len(images)):
+            save_png(run_dir / "inversions" / f"plus_{k:03d}.png", inv["plus"][k].float().cpu())
+            save_png(run_dir / "inversions" / f"minus_{k:03d}.png", inv["minus"][k].float().cpu())
+        tensors |= {"plus": inv["plus"], "minus": inv["minus"]}
+    if "transparency" in cbs and cbs["transparency"].alpha is not None:
+        alpha = cbs["transparency"].alpha
+        tensors["alpha"] = alpha
+        for k, img in enumerate(images):
+            save_png(
+                run_dir / "transparency" / f"image_{k:03d}.png", torch.cat([img, alpha[k : k + 1]])
+            )
+    save_tensors(run_dir / "tensors.safetensors", tensors)
+    guard = cbs["guard"]
+    record = {
+        "kind": cfg["search"]["kind"],
+        "model": prepared.lm.source,
+        "model_trained": prepared.lm.trained,
+        "steps_run": trainer.global_step,
+        "resumed_from": ckpt,
+        "nonfinite_step": guard.bad_step,
+        "stopped_at_target": getattr(cbs.get("stop"), "stopped_at", None),
+        "world_size": trainer.world_size,
+        "ddp_max_image_diff": agreement,
+        "images": rows,
+    }
+    write_json(run_dir / "metrics.json", record)
+    table = format_table(rows)
+    write_text(run_dir / "summary.txt", table + "\n")
+    title = f"{cfg['search']['kind']} on {prepared.lm.name} ({prepared.lm.source})"
+    summary_figure(run_dir / "summary.png", rows, images, inv or None, title)
+    _log_table(logger, rows, images, inv)
+    print(table)
+    print(f"mti: run directory {run_dir}")
+    return record
+
+
+def _log_table(logger: Any, rows: list[dict], images: torch.Tensor, inv: dict) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger):
+        return
+    import wandb
+
+    def pic(t: torch.Tensor) -> wandb.Image:
+        return wandb.Image(t.float().clamp(0, 1).permute(1, 2, 0).cpu().numpy())
+
+    columns = ["image", "plus", "minus", *rows[0].keys()] if inv else ["image", *rows[0].keys()]
+    data = []
+    for k, r in enumerate(rows):
+        pics = [pic(images[k])] + ([pic(inv["plus"][k]), pic(inv["minus"][k])] if inv else [])
+        data.append(pics + list(r.values()))
+    logger.log_table(key="results", columns=columns, data=data)
+    logger.experiment.finish()
