@@ -76,8 +76,9 @@ def _hooks(model: nn.Module, refs: Sequence[LayerRef], store: dict[LayerRef, tor
         if stop and wanted.issubset(store):
             raise _StopForward
 
-    for ref in refs:
-        module = resolve_module(model, ref)
+    # resolve every name first: a bad one must not leave the hooks of the good ones behind
+    modules = [resolve_module(model, ref) for ref in refs]
+    for ref, module in zip(refs, modules):
         if ref.port == "in":
 
             def pre_hook(_m, args, ref=ref):

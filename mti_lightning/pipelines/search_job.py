@@ -86,7 +86,7 @@ def prepare(cfg: dict, run_dir: Path) -> Prepared:
         raise MTIConfigError(f"search.steps={s['steps']}; need at least 1 step")
     m = cfg["model"]
     lm = load_model(
-        m["name"], pretrained=m.get("pretrained", False), checkpoint=m.get("checkpoint")
+        m["name"], m.get("pretrained", False), m.get("checkpoint"), input_size=m.get("input_size")
     )
     specs = parse_targets(cfg["target"])
     per = int(s.get("images_per_target", 1))
@@ -124,7 +124,7 @@ def prepare(cfg: dict, run_dir: Path) -> Prepared:
     if kind in ("accentuate", "mti") and seeds is not None:
         param.seed_from(seeds.contiguous())
     objective, step_readout = _objective(kind, s, lm, readout, seeds)
-    eval_readout = step_readout or Readout(specs * 2, readout.shapes)
+    eval_readout = step_readout if step_readout is not None else Readout(specs * 2, readout.shapes)
     search = MTISearch(
         lm,
         param,
@@ -136,10 +136,9 @@ def prepare(cfg: dict, run_dir: Path) -> Prepared:
         metric_layer=layer,
         redirect_relu_steps=s.get("redirect_relu_steps", 0),
         compile=t.get("compile", False),
+        measure_readout=eval_readout,
     )
-    if step_readout is None:
-        search.readout = eval_readout
-    features = [str(sp) for sp in (specs if kind != "invert" else specs * 2)]
+    features = [str(sp) for sp in specs]
     if kind == "invert":
         features = [f"{f} (+)" for f in map(str, specs)] + [f"{f} (-)" for f in map(str, specs)]
     callbacks = _callbacks(cfg, run_dir, kind, layer)

@@ -114,6 +114,7 @@ class MTISearch(L.LightningModule):
             )
             loss = -self.objective(ev).sum()
         self.last_values = ev.values.detach().mean(1)
+        self._track_finite(loss, batch["step"])
         self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
@@ -128,17 +129,16 @@ class MTISearch(L.LightningModule):
     def on_train_start(self) -> None:
         self.measured["start"] = self.measure(self.start_metrics)
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Remember the last finite images on the device (no host sync)."""
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+    def _track_finite(self, loss: torch.Tensor, step: int) -> None:
+        """Remember the images of the last step whose objective and images were finite, and
+        the first step that was not, on the device (no host sync)."""
         with torch.no_grad():
-            finite = torch.isfinite(loss.detach())
             params = list(self.param.parameters())
+            finite = torch.isfinite(loss.detach())
             for p in params:
                 finite = finite & torch.isfinite(p).all()
             for p, keep in zip(params, self._keep):
                 keep.copy_(torch.where(finite, p, keep))
-            step = torch.tensor(batch["step"], device=finite.device)
             bad = (~finite) & (self.first_bad_step < 0)
             self.first_bad_step.copy_(torch.where(bad, step, self.first_bad_step))
 

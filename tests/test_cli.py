@@ -1,0 +1,180 @@
+"""The ``mti`` command as users run it: installed console script, any working directory, a
+run directory with everything in it, clear one-line errors, resume after a kill, and DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mti_lightning.core.io import load_tensors, save_png
+
+MTI = str(Path(sys.executable).parent / "mti")
+TINY = [
+    "model=resnet18",
+    "model.input_size=[3,32,32]",
+    "target=layer2.0.conv1:3@center",
+    "search.attribution_layer=layer1.1.act2",
+    "search.draws=4",
+    "search.inversions.steps=5",
+    "logger=csv",
+]
+
+
+def mti(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
+    env.pop("WANDB_API_KEY", None)
+    return subprocess.run(
+        [MTI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_search_run_directory_from_another_working_directory(tmp_path):
+    out = mti([*TINY, "search.steps=6", "logger=wandb"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = list((tmp_path / "outputs").glob("*/*"))
+    assert len(runs) == 1
+    run = runs[0]
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "summary.png",
+        "summary.txt",
+        "tensors.safetensors",
+    ):
+        assert (run / name).is_file(), name
+    assert (run / "images" / "image_000.png").is_file()
+    assert (run / "inversions" / "plus_000.png").is_file()
+    assert (run / "transparency" / "image_000.png").is_file()
+    wandb_runs = list((run / "wandb").glob("offline-run-*"))
+    assert len(wandb_runs) == 1 and list(wandb_runs[0].glob("run-*.wandb"))
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["steps_run"] == 6 and record["model_trained"] is False
+    row = record["images"][0]
+    assert row["feature"] == "layer2.0.conv1:3@center"
+    assert row["end_tension"] > row["start_tension"]
+    assert "layer2.0.conv1:3@center" in out.stdout and "mti: run directory" in out.stdout
+    tensors = load_tensors(run / "tensors.safetensors")
+    assert tensors["images"].shape == (1, 3, 32, 32) and tensors["plus"].shape == (1, 3, 32, 32)
+
+
+BAD = [
+    (["model.name=resnet_nope"], "unknown model 'resnet_nope'"),
+    (["target=layer9.0.conv1:3@center"], "unknown layer 'layer9.0.conv1'"),
+    (["target=layer2.0.conv1:999@center"], "channel 999 out of range"),
+    (["target='layer2.0.conv1:3@(40,1)'"], "position (40, 1) out of range"),
+    (["search.attribution_layer=layer3.0.conv1"], "does not lie upstream"),
+    (["trainer.precision=16-mixed"], "precision=16-mixed needs a GPU"),
+    (["search=invert", "search.image=/nonexistent/x.png"], "image file not found"),
+    (["search.kind=dream"], "search.kind 'dream'"),
+    (["search.steps=0"], "search.steps=0"),
+    (["search.optimizer=lbfgs"], "unknown optimizer 'lbfgs'"),
+]
+
+
+def _compose(overrides: list[str]) -> dict:
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    with initialize_config_module("mti_lightning.conf", version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize("override,message", BAD, ids=[b[1][:24] for b in BAD])
+def test_bad_input_is_a_clear_error_before_any_step(tmp_path, override, message):
+    from mti_lightning.core.errors import MTIConfigError
+    from mti_lightning.pipelines.search_job import prepare
+
+    with pytest.raises(MTIConfigError, match=re.escape(message)):
+        prepare(_compose([*TINY, *override]), tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("override,message", [BAD[0], BAD[3]], ids=["model", "position"])
+def test_bad_input_on_the_command_line_one_line_exit_2(tmp_path, override, message):
+    out = mti([*TINY, "search.steps=2", *override], cwd=tmp_path, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("mti: error:")]
+    assert len(errors) == 1 and message in errors[0], out.stderr[-2000:]
+    assert not list(tmp_path.glob("outputs/*/*/checkpoints"))
+
+
+def test_not_an_image_file(tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is not a PNG")
+    out = mti([*TINY, "search=invert", f"search.image={bad}", "search.steps=2"], cwd=tmp_path)
+    assert out.returncode == 2
+    assert "is not a readable image" in out.stderr and str(bad) in out.stderr
+
+
+def test_inversion_of_an_image_file(tmp_path):
+    img = tmp_path / "seed.png"
+    save_png(img, torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    out = mti([*TINY, "search=invert", f"search.image={img}", "search.steps=10"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run,) = (tmp_path / "outputs").glob("*/*")
+    rows = json.loads((run / "metrics.json").read_text())["images"]
+    assert [r["feature"][-3:] for r in rows] == ["(+)", "(-)"]
+    assert rows[0]["end_activation"] > rows[1]["end_activation"]
+
+
+@pytest.mark.slow
+def test_killed_search_resumes_to_the_same_images(tmp_path):
+    args = [
+        *TINY,
+        "search.steps=120",
+        "checkpoint.every_n_steps=10",
+        "search.inversions.enabled=false",
+    ]
+    whole = mti([*args, "hydra.run.dir=whole"], cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    run = tmp_path / "killed"
+    env = dict(os.environ, WANDB_MODE="offline")
+    proc = subprocess.Popen(
+        [MTI, *args, "hydra.run.dir=killed"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 240
+    while not (run / "checkpoints" / "step000020.ckpt").exists():
+        assert proc.poll() is None and time.time() < deadline, "run ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "tensors.safetensors").exists()
+    resumed = mti([*args, "hydra.run.dir=killed", "checkpoint.resume=true"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["resumed_from"].endswith("last.ckpt")
+    a = load_tensors(tmp_path / "whole" / "tensors.safetensors")["images"]
+    b = load_tensors(run / "tensors.safetensors")["images"]
+    assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_each_other_and_one_process(tmp_path):
+    args = [*TINY, "search.steps=8", "search.draws=4", "search.inversions.enabled=false"]
+    one = mti([*args, "hydra.run.dir=one"], cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = mti(
+        [*args, "hydra.run.dir=two", "trainer.devices=2", "trainer.strategy=ddp"], cwd=tmp_path
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    record = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert record["world_size"] == 2 and record["ddp_max_image_diff"] == 0.0
+    a = load_tensors(tmp_path / "one" / "tensors.safetensors")["images"]
+    b = load_tensors(tmp_path / "two" / "tensors.safetensors")["images"]
+    # same draws and noise, split 2 x 2 instead of 1 x 4: only float summation order differs
+    assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
