@@ -6,7 +6,9 @@ choices, and exit code 2.
 
 from __future__ import annotations
 
+import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,30 +17,37 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from mti_lightning.core.errors import MTIConfigError
-from mti_lightning.face.tasks import TASKS
+from mti_lightning.core.io import write_text
+from mti_lightning.face.tasks import run_task
 
 
 def _resolve(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
 
 
+def _quiet_lightning() -> None:
+    """Lightning's messages go through Hydra's log handlers once (not twice), and the warning
+    about a frozen network in eval mode, which a search intends, is dropped."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
 @hydra.main(version_base="1.3", config_path="pkg://mti_lightning.conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    _quiet_lightning()
     task = cfg.get("task", "search")
     try:
-        if task not in TASKS:
-            raise MTIConfigError(f"task {task!r}; valid: {', '.join(TASKS)}")
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:
             raise MTIConfigError(
                 f"missing value for {', '.join(missing)}; set it on the command line"
             )
         config = _resolve(cfg)
-        from mti_lightning.core.io import write_text
-
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        TASKS[task](config, run_dir)
+        run_task(task, config, run_dir)
     except MTIConfigError as err:
         print(f"mti: error: {err}", file=sys.stderr)
         sys.exit(2)

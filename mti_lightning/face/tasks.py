@@ -1,10 +1,13 @@
-"""The tasks the ``mti`` command can run, each a pipeline taking the resolved config."""
+"""The tasks the ``mti`` command can run, each a pipeline taking the resolved config and the
+run directory. Imports are lazy so ``mti`` starts only what the chosen task needs."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from mti_lightning.core.errors import MTIConfigError
 
 
 def _search(cfg: dict[str, Any], run_dir: Path) -> None:
@@ -13,6 +16,60 @@ def _search(cfg: dict[str, Any], run_dir: Path) -> None:
     run_search_job(cfg, run_dir)
 
 
+def _curves(cfg: dict[str, Any], run_dir: Path) -> None:
+    from mti_lightning.world.curve_dataset import write_image_folder
+    from mti_lightning.world.curves import CurveConfig
+
+    c = cfg["curves"]
+    out = Path(c.get("out") or run_dir / "curves")
+    write_image_folder(out, c["n"], c["seed"], CurveConfig(), c["two_arc_fraction"])
+    print(f"mti: wrote {c['n']} curve images to {out} (ImageFolder layout, labels.csv)")
+
+
+def _train_curvenet(cfg: dict[str, Any], run_dir: Path) -> None:
+    from mti_lightning.world.train_curvenet import load_recipe, train_curvenet
+
+    c = cfg["curvenet"]
+    recipe = load_recipe(c["recipe"]) if c.get("recipe") else load_recipe(_shipped_recipe())
+    out = Path(c.get("out") or run_dir / "curvenet.safetensors")
+    result = train_curvenet(recipe, out, logger=cfg["logger"]["kind"], log_dir=run_dir)
+    print(f"mti: CurveNet weights {out}; held-out accuracy {result['held_out_accuracy']:.4f}")
+
+
+def _shipped_recipe() -> Path:
+    return Path(__file__).resolve().parents[1] / "core" / "zoo" / "weights" / "curvenet.yaml"
+
+
+def _toys(cfg: dict[str, Any], run_dir: Path) -> None:
+    from mti_lightning.pipelines.toy_analysis import run_toy, summary_text
+    from mti_lightning.world.train_toys import ToyConfig
+
+    t = cfg["toys"]
+    kinds = ("abs", "xor") if t["kind"] == "all" else (t["kind"],)
+    for kind in kinds:
+        toy = ToyConfig(
+            kind=kind,
+            n=t["n"],
+            m=t["m"],
+            sparsity=t.get("sparsity"),
+            steps=t["steps"],
+            seeds=t["seeds"],
+        )
+        analysis = run_toy(run_dir, toy, restarts=t["restarts"], mti_steps=t["mti_steps"])
+        print(f"toy {kind}: {run_dir / f'toy_{kind}_tension'}.csv/.txt/.png")
+        print(summary_text(analysis.rows))
+
+
 TASKS: dict[str, Callable[[dict[str, Any], Path], None]] = {
     "search": _search,
+    "curves": _curves,
+    "train_curvenet": _train_curvenet,
+    "toys": _toys,
 }
+
+
+def run_task(name: str, cfg: dict[str, Any], run_dir: Path) -> None:
+    """Run task ``name``; an unknown name is a clear error."""
+    if name not in TASKS:
+        raise MTIConfigError(f"task {name!r}; valid: {', '.join(TASKS)}")
+    TASKS[name](cfg, run_dir)

@@ -38,6 +38,7 @@ from matplotlib.figure import Figure
 from mti_lightning.core.attribution import attribution_from, energies
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import FeatureSpec, build_readout
+from mti_lightning.core.io import atomic_write
 from mti_lightning.core.objectives import Evaluation, Tension
 from mti_lightning.core.probes import capture
 from mti_lightning.core.zoo.toys import TOY_KINDS, AbsToy, XorToy
@@ -48,7 +49,6 @@ from mti_lightning.world.train_toys import (
     save_toy,
     torch_threads,
     train_toy,
-    write_atomic,
 )
 
 INPUT_LAYER = "hidden:in"
@@ -447,7 +447,7 @@ def plot_analysis(analysis: ToyAnalysis, title: str, path: Path) -> None:
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
 
 def run_toy(out_dir: str | Path, cfg: ToyConfig, **analysis_kw: Any) -> ToyAnalysis:
@@ -470,8 +470,8 @@ def run_toy(out_dir: str | Path, cfg: ToyConfig, **analysis_kw: Any) -> ToyAnaly
     stem = out / f"toy_{cfg.kind}_tension"
     csv_text, text = table_csv(analysis.rows), table_text(analysis.rows)
     report = f"{header}\n\n{summary_text(analysis.rows)}\n{text}"
-    write_atomic(stem.with_suffix(".csv"), lambda tmp: tmp.write_text(csv_text))
-    write_atomic(stem.with_suffix(".txt"), lambda tmp: tmp.write_text(report))
+    atomic_write(stem.with_suffix(".csv"), lambda tmp: tmp.write_text(csv_text))
+    atomic_write(stem.with_suffix(".txt"), lambda tmp: tmp.write_text(report))
     plot_analysis(analysis, header, stem.with_suffix(".png"))
     return analysis
 
