@@ -60,11 +60,19 @@ def _toys(cfg: dict[str, Any], run_dir: Path) -> None:
         print(summary_text(analysis.rows))
 
 
+def _curvenet_report(cfg: dict[str, Any], run_dir: Path) -> None:
+    from mti_lightning.pipelines.curvenet_report import run_report
+
+    r = cfg["report"]
+    print(run_report(run_dir, r["layer"], r["units"], r["steps"], r["n_images"]))
+
+
 TASKS: dict[str, Callable[[dict[str, Any], Path], None]] = {
     "search": _search,
     "curves": _curves,
     "train_curvenet": _train_curvenet,
     "toys": _toys,
+    "curvenet_report": _curvenet_report,
 }
 
 
