@@ -43,8 +43,9 @@ class _StopForward(Exception):
 
 
 def resolve_module(model: nn.Module, ref: LayerRef) -> nn.Module:
-    """The module that ``ref`` names, or an error listing the closest real names."""
-    modules = dict(model.named_modules())
+    """The module that ``ref`` names (inside a ``torch.compile`` wrapper too), or an error
+    listing the closest real names."""
+    modules = dict(getattr(model, "_orig_mod", model).named_modules())
     if ref.module not in modules or ref.module == "":
         names = [n for n in modules if n]
         raise MTIConfigError(

@@ -28,8 +28,9 @@ def _resolve(cfg: DictConfig) -> dict[str, Any]:
 def _quiet_lightning() -> None:
     """Lightning's messages go through Hydra's log handlers once (not twice), and the warning
     about a frozen network in eval mode, which a search intends, is dropped."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).handlers.clear()
+    import lightning  # noqa: F401  (adds its own console handler on import)
+
+    logging.getLogger("lightning").handlers.clear()
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
