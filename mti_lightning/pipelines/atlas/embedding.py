@@ -1,0 +1,122 @@
+"""Stage 4, the embedding: UMAP of the selected images' spatially summed attribution vectors.
+
+The nearest neighbours are computed exactly here (chunked, in torch) and handed to UMAP, which
+skips its approximate search: exact for the few thousand points of an atlas, and it saves
+compiling the approximate search's numba kernels in every process.
+
+The 2-D layout is normalised to the unit square per axis after clipping outliers to the
+``clip`` and ``1 - clip`` quantiles, so a few far points do not squeeze the rest into a corner
+of the grid.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.pipelines.atlas.figures import DIVERGING, centered_norm, new_figure, save_figure
+
+MIN_POINTS = 5
+
+
+def _distances(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
+    """Pairwise distances ``(len(a), len(b))`` under one of UMAP's metric names."""
+    if metric in ("cosine", "correlation"):
+        if metric == "correlation":
+            a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+        return (1 - F.normalize(a, dim=1) @ F.normalize(b, dim=1).T).clamp_min(0)
+    p = {"euclidean": 2.0, "manhattan": 1.0, "chebyshev": float("inf")}[metric]
+    return torch.cdist(a, b, p=p)
+
+
+def exact_knn(vectors: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and distances ``(n, k)`` of each point's ``k`` nearest points (itself
+    included, at distance 0), ties broken by index; rows in chunks of at most 2**24 distances."""
+    x = torch.from_numpy(np.ascontiguousarray(vectors)).double()
+    chunk = max(1, min(x.shape[0], 2**24 // x.shape[0]))
+    idx, dist = [], []
+    for start in range(0, x.shape[0], chunk):
+        d = _distances(x[start : start + chunk], x, metric)
+        rows = torch.arange(d.shape[0])
+        d[rows, rows + start] = 0.0
+        d, order = torch.sort(d, dim=1, stable=True)
+        idx.append(order[:, :k])
+        dist.append(d[:, :k])
+    return torch.cat(idx).numpy().astype(np.int32), torch.cat(dist).numpy().astype(np.float32)
+
+
+def embed(
+    vectors: np.ndarray,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    metric: str = "cosine",
+    n_epochs: int = 0,
+    seed: int = 0,
+) -> np.ndarray:
+    """Seeded UMAP of ``(n, C)`` vectors to ``(n, 2)``; ``n_epochs`` 0 = UMAP's default."""
+    n = vectors.shape[0]
+    if n < MIN_POINTS:
+        raise MTIConfigError(
+            f"the selection holds {n} images; the embedding needs at least {MIN_POINTS}: raise "
+            "the selection sizes or use a larger data set"
+        )
+    import umap
+
+    k = min(n_neighbors, n - 1)
+    knn_index, knn_dist = exact_knn(vectors, k, metric)
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=k,
+        min_dist=min_dist,
+        metric=metric,
+        n_epochs=n_epochs or None,
+        random_state=seed,
+        init="spectral" if n > 2 * MIN_POINTS else "random",
+        precomputed_knn=(knn_index, knn_dist, None),
+    )
+    with warnings.catch_warnings():
+        # UMAP's notes on a seeded (single-thread) run, on precomputed neighbours (no
+        # transform of new points) and on disconnected graphs are expected here
+        warnings.simplefilter("ignore", UserWarning)
+        return reducer.fit_transform(vectors.astype(np.float32)).astype(np.float64)
+
+
+def normalise_layout(xy: np.ndarray, clip: float) -> np.ndarray:
+    """Clip each axis to its ``[clip, 1 - clip]`` quantiles and scale it to [0, 1]."""
+    lo = np.quantile(xy, clip, axis=0)
+    hi = np.quantile(xy, 1 - clip, axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    return np.clip((xy - lo) / span, 0.0, 1.0)
+
+
+def layout_figure(
+    layout: np.ndarray, activation: np.ndarray, energy: np.ndarray, path: Path, title: str
+) -> Path:
+    """Scatter of the layout coloured by activation (centred on 0), sized by energy."""
+    fig, ax = new_figure()
+    size = 4 + 60 * energy / max(float(energy.max()), 1e-12)
+    points = ax.scatter(
+        layout[:, 0],
+        layout[:, 1],
+        c=activation,
+        s=size,
+        cmap=DIVERGING,
+        norm=centered_norm(activation),
+        linewidths=0.2,
+        edgecolors="0.3",
+        alpha=0.85,
+    )
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.colorbar(points, ax=ax, label="activation (size: E+ + E-)")
+    fig.tight_layout()
+    return save_figure(fig, path)

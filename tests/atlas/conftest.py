@@ -1,0 +1,77 @@
+"""Fixtures of the atlas tests: a small image folder, a tiny config and one full atlas run.
+
+The model is timm's random-init ``test_resnet`` at 32x32 input (no download), the feature a
+``layer2.0.bn1`` unit with attribution at ``layer1`` (an 8x8 map): every stage runs in
+seconds on two CPU cores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mti_lightning.pipelines.atlas import AtlasConfig, run_atlas
+
+N_IMAGES = 80
+
+
+def write_folder(root: Path, n: int = N_IMAGES, size: int = 32, seed: int = 0) -> Path:
+    """``n`` PNGs of oriented stripes (random angle, phase, colour, noise) in two classes."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for i in range(n):
+        angle, phase, freq = rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi), rng.uniform(2, 6)
+        wave = np.sin(2 * np.pi * freq * (np.cos(angle) * xx + np.sin(angle) * yy) + phase)
+        colour = rng.uniform(0.2, 1.0, 3)
+        img = 0.5 + 0.4 * wave[..., None] * colour + 0.05 * rng.standard_normal((size, size, 3))
+        folder = root / ("steep" if np.sin(angle) > 0.7 else "flat")
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:04d}.png")
+    return root
+
+
+def tiny_config(data: Path, **overrides: Any) -> AtlasConfig:
+    """An atlas config that runs every stage in seconds on the test folder."""
+    options: dict[str, Any] = {
+        "data": str(data),
+        "model": "test_resnet",
+        "input_size": 32,
+        "feature": "layer2.0.bn1:1@center",
+        "layers": ["layer1", "layer2.0.conv1"],
+        "shard_size": 16,
+        "batch_size": 8,
+        "top_activation": 12,
+        "bottom_activation": 12,
+        "top_l1": 10,
+        "top_e_minus": 10,
+        "umap_n_neighbors": 6,
+        "umap_n_epochs": 60,
+        "grid": 5,
+        "min_images": 2,
+        "icon_steps": 6,
+        "icon_draws": 2,
+        "icon_canvas": 0,
+        "atlas_size": 200,
+        "viewer_thumbnails": 4,
+        "thumbnail_size": 24,
+    }
+    options.update(overrides)
+    return AtlasConfig(**options)
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_folder(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="session")
+def atlas_run(tmp_path_factory: pytest.TempPathFactory, image_folder: Path) -> tuple[Path, dict]:
+    """One full atlas run (split icons on) shared by the tests that only read its outputs."""
+    run_dir = tmp_path_factory.mktemp("atlas_run")
+    cfg = tiny_config(image_folder, split_icons=True)
+    return run_dir, run_atlas(cfg, run_dir)
