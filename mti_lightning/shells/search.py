@@ -115,7 +115,10 @@ class MTISearch(L.LightningModule):
             loss = -self.objective(ev).sum()
         self.last_values = ev.values.detach().mean(1)
         self._track_finite(loss, batch["step"])
-        self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        # a progress-bar value is turned into a Python number after every step (a host sync),
+        # so the loss goes to the bar only when one is shown; loggers get it as a tensor
+        shown = self.trainer.progress_bar_callback is not None
+        self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=shown)
         return loss
 
     def on_after_backward(self) -> None:

@@ -1,0 +1,430 @@
+"""Shared parts of the benchmarks: options, the machine record, timing, memory, JSON and
+tables, and building a search exactly as the ``mti`` command builds it.
+
+"Ours" is always the product as users run it: Hydra composes ``conf/`` with overrides,
+``search_job.prepare`` builds the ``MTISearch``, and a Trainer from ``make_trainer`` fits it
+on a ``DrawDataModule``; a callback times whole steps after warm-up (from a batch's start to
+a later batch's end), so the Trainer's own per-step overhead is counted. Figures of different
+contenders are taken in one process, interleaved in chunks, so that load from other
+processes weighs on all alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+import types
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+
+# per model: a feature of a later layer and the attribution ("cam") layer below it
+FEATURES = {
+    "resnet50": ("layer3.0.conv1", 5, "layer2.3.act3"),
+    "resnet18": ("layer3.0.conv1", 5, "layer2.1.act2"),
+    "curvenet": ("bn2", 19, "pool1"),
+}
+PRECISIONS = {"fp32": "32", "bf16": "bf16-mixed"}
+
+Runner = Callable[[int], float]
+
+
+def parse_args(
+    description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None
+) -> argparse.Namespace:
+    """The options every benchmark takes (``--device``, ``--quick``, ``--out``, ...)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--quick", action="store_true", help="tiny settings: a CPU smoke run")
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "benchmarks")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (CPU runs)")
+    if extra is not None:
+        extra(parser)
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but no CUDA device is visible")
+    return args
+
+
+def setup(args: argparse.Namespace) -> None:
+    """Threads, cuDNN autotuning and quiet logs for a benchmark process."""
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
+    else:
+        torch.backends.cudnn.benchmark = True
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages of the machine."""
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def machine(device: str) -> dict[str, Any]:
+    """Where and with what the figures were taken."""
+    import timm
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    record = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": device,
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "load_average_start": load_average(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "timm": timm.__version__,
+    }
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        record |= {
+            "gpu": props.name,
+            "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+            "cuda": torch.version.cuda,
+        }
+    return record
+
+
+def sync(device: str) -> None:
+    """Wait for the device (a no-op on CPU)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def reset_peak_memory(device: str) -> None:
+    """Start a new peak-memory window (GPU only; CPU RSS has no reset)."""
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_mb(device: str) -> float:
+    """Peak GPU memory allocated since the last reset; on CPU the process's peak RSS (which
+    only grows: a row's figure includes every earlier row's)."""
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Results:
+    """One benchmark's JSON file, rewritten after every row so a timeout keeps what ran."""
+
+    def __init__(self, out_dir: Path, name: str, args: argparse.Namespace, settings: dict):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.path = out_dir / f"{name}.json"
+        self.data: dict[str, Any] = {
+            "benchmark": name,
+            "machine": machine(args.device),
+            "quick": args.quick,
+            "settings": settings,
+            "rows": [],
+        }
+        self.write()
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Append a row (stamped with the load average now) and rewrite the file."""
+        row = {**row, "load_average": load_average()}
+        self.data["rows"].append(row)
+        self.write()
+
+    def write(self) -> None:
+        """Write the JSON atomically (a temporary file renamed over the old one)."""
+        self.data["machine"]["load_average_end"] = load_average()
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
+        tmp.replace(self.path)
+
+
+def fmt(value: Any) -> str:
+    """A table cell: 3 significant digits (whole numbers from 100 up), blank for None."""
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return "" if value is None else str(value)
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A markdown table of ``columns`` of ``rows``."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def interleave(runners: dict[str, Runner], steps: int, chunk: int) -> dict[str, float]:
+    """Steps/s of each runner (``runner(n)`` runs ``n`` timed steps and returns their
+    seconds), timed in alternating chunks so that outside load weighs on all alike."""
+    spent = dict.fromkeys(runners, 0.0)
+    done = 0
+    while done < steps:
+        n = min(chunk, steps - done)
+        for name, run in runners.items():
+            spent[name] += run(n)
+        done += n
+    return {name: steps / s for name, s in spent.items()}
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence stdout (faccent and Lightning print progress messages)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+# --- the product as `mti` runs it ---------------------------------------------------------
+
+
+def compose(overrides: Sequence[str]) -> dict[str, Any]:
+    """The resolved ``mti`` config for ``overrides`` (Hydra over this repository's conf/)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def search_overrides(device: str, model: str, input_size: int = 0) -> list[str]:
+    """Overrides shared by every benchmarked search: the model (``input_size`` > 0 overrides
+    its input side), the device's trainer preset, no periodic snapshots (file writes every 50
+    steps) and no post-search inversions."""
+    size = [f"model.input_size=[3,{input_size},{input_size}]"] if input_size else []
+    return [
+        f"model={model}",
+        *size,
+        "trainer=gpu" if device == "cuda" else "trainer=cpu",
+        "callbacks.snapshot_steps=[]",
+        "callbacks.snapshot_every=0",
+        "search.inversions.enabled=false",
+    ]
+
+
+class StepTimer(L.Callback):
+    """Seconds from the start of batch ``warmup`` to the end of batch ``warmup + n - 1``
+    (fit ``warmup + n`` steps): ``n`` whole steps with all Trainer overhead."""
+
+    def __init__(self, warmup: int, n: int, device: str):
+        self.first, self.last, self.device = warmup, warmup + n - 1, device
+        self.start = self.end = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.first:
+            sync(self.device)
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx == self.last:
+            sync(self.device)
+            self.end = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+class Search:
+    """A search built from ``mti`` overrides, fitted again for each timed chunk."""
+
+    def __init__(self, overrides: Sequence[str], device: str):
+        from mti_lightning.pipelines.search_job import prepare
+
+        self.cfg = compose(overrides)
+        self.device = device
+        self.run_dir = Path(tempfile.mkdtemp(prefix="mti-bench-"))
+        L.seed_everything(self.cfg["seed"], workers=True, verbose=False)
+        with quiet():
+            self.prepared = prepare(self.cfg, self.run_dir)
+        self.search = self.prepared.search
+        self.lm = self.prepared.lm
+
+    def trainer(
+        self, max_steps: int, precision: str, callbacks: Sequence[L.Callback] = ()
+    ) -> L.Trainer:
+        """The Trainer ``run_search_job`` builds (without a logger, so nothing is written);
+        ``precision`` as ``trainer.precision`` (it changes nothing ``prepare`` builds)."""
+        from mti_lightning.shells.trainer import make_trainer
+
+        t = self.cfg["trainer"]
+        return make_trainer(
+            self.run_dir,
+            max_steps,
+            accelerator=t["accelerator"],
+            devices=1,
+            precision=precision,
+            logger=False,
+            callbacks=[*self.prepared.callbacks.values(), *callbacks],
+            checkpoint_every=0,
+            log_every_n_steps=t["log_every_n_steps"],
+            progress_bar=False,
+        )
+
+    def fit(self, max_steps: int, precision: str, callbacks: Sequence[L.Callback] = ()) -> float:
+        """Fit ``max_steps`` steps; the wall seconds of ``trainer.fit``."""
+        from mti_lightning.shells.draws import DrawDataModule
+
+        trainer = self.trainer(max_steps, precision, callbacks)
+        data = DrawDataModule(self.search.transform, self.cfg["search"]["draws"], self.cfg["seed"])
+        start = time.perf_counter()
+        with quiet():
+            trainer.fit(self.search, datamodule=data)
+        sync(self.device)
+        return time.perf_counter() - start
+
+    def runner(self, warmup: int, precision: str) -> Runner:
+        """``n`` timed steps after ``warmup`` steps of a fresh fit."""
+
+        def run(n: int) -> float:
+            timer = StepTimer(warmup, n, self.device)
+            self.fit(warmup + n, precision, [timer])
+            return timer.seconds
+
+        return run
+
+    @property
+    def batch(self) -> int:
+        """Network inputs per step: images x draws."""
+        return self.search.n_images * self.cfg["search"]["draws"]
+
+
+def seed_image(path: Path, size: int, seed: int = 1) -> Path:
+    """A smooth random RGB image file (the seed of an inversion or accentuation)."""
+    from mti_lightning.core.io import save_png
+    from mti_lightning.core.parameterizations import FourierImage
+
+    with torch.no_grad():
+        image = FourierImage(1, (size, size), seed=seed)()[0]
+    save_png(path, image)
+    return path
+
+
+# --- the bare network ---------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    pass
+
+
+def truncated_forward(model: nn.Module, layer: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x -> value of module layer`` running the network only up to it (a hook stores the
+    output and ends the forward; no clone, nothing else)."""
+    module = dict(model.named_modules())[layer]
+    store: list[torch.Tensor] = []
+
+    def hook(_m: nn.Module, _args: Any, out: torch.Tensor) -> None:
+        store.append(out)
+        raise _Stop
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        handle = module.register_forward_hook(hook)
+        try:
+            model(x)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        return store.pop()
+
+    return forward
+
+
+def bare_runner(
+    model: nn.Module,
+    layer: str,
+    batch: int,
+    input_size: Sequence[int],
+    device: str,
+    bf16: bool,
+) -> Runner:
+    """Forward to ``layer`` and backward to the input of ``batch`` inputs: the limit a step
+    that reads ``layer`` can reach."""
+    forward = truncated_forward(model, layer)
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=bf16)
+
+    def run(n: int) -> float:
+        model.to(device)
+        x = torch.rand(batch, *input_size, device=device, requires_grad=True)
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(n):
+            with autocast:
+                out = forward(x)
+            torch.autograd.grad(out.float().sum(), x)
+        sync(device)
+        return time.perf_counter() - start
+
+    return run
+
+
+# --- faccent, the paper's library -----------------------------------------------------------
+
+
+def import_faccent() -> types.ModuleType:
+    """Import faccent (installed ``--no-deps``, see benchmarks/README.md). Its ``utils``
+    imports ``ipywidgets`` for a notebook widget the benchmarks never build; where that is
+    not installed an empty module stands in, so IPython and Jupyter need not be."""
+    with contextlib.suppress(ImportError):
+        import ipywidgets  # noqa: F401
+    sys.modules.setdefault("ipywidgets", types.ModuleType("ipywidgets"))
+    import faccent
+    import faccent.cam
+    import faccent.objectives
+    import faccent.param
+    import faccent.render
+    import faccent.transform
+
+    return faccent
+
+
+def faccent_layer(name: str) -> str:
+    """faccent's name of a module: the ``named_modules`` path joined with ``_``."""
+    return name.replace(".", "_")
+
+
+def input_range(mean: Sequence[float], std: Sequence[float]) -> tuple[float, float]:
+    """faccent's ``model_input_range`` closest to a mean/std normalisation (channel mean)."""
+    lo = sum(-m / s for m, s in zip(mean, std)) / len(mean)
+    hi = sum((1 - m) / s for m, s in zip(mean, std)) / len(mean)
+    return lo, hi
+
+
+class Stamps:
+    """Times between calls ``first`` and ``first + n`` of a wrapped function."""
+
+    def __init__(self, first: int, n: int, device: str):
+        self.first, self.last, self.device = first, first + n, device
+        self.calls = 0
+        self.marks: dict[int, float] = {}
+
+    def tick(self) -> None:
+        if self.calls in (self.first, self.last):
+            sync(self.device)
+            self.marks[self.calls] = time.perf_counter()
+        self.calls += 1
+
+    @property
+    def seconds(self) -> float:
+        return self.marks[self.last] - self.marks[self.first]

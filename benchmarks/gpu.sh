@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Run benchmarks 1-5 and the profiler check on one CUDA GPU, offline, in at most 5.5 minutes
+# (each under its own time limit), writing one JSON per benchmark, gpu.log and tables.md
+# (the markdown for RESULTS.md) flat into OUTDIR. Needs the wheels of .whl/ (fetched
+# beforehand with benchmarks/fetch_wheels.sh); the package is used from this source tree.
+#
+#   benchmarks/gpu.sh OUTDIR
+# (DEVICE=cpu QUICK=--quick benchmarks/gpu.sh OUTDIR rehearses the same script on a CPU)
+set -uo pipefail
+OUT=${1:?usage: benchmarks/gpu.sh OUTDIR}
+cd "$(dirname "$0")/.."
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+LOG="$OUT/gpu.log"
+PYTHON=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
+QUICK=${QUICK:-}
+export PIP_NO_INDEX=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled PYTHONWARNINGS=ignore
+{ date -u; "$PYTHON" -V; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; } >"$LOG" 2>&1
+"$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl >>"$LOG" 2>&1
+export PYTHONPATH=/tmp/site:$PWD
+
+run() {
+  local limit=$1 name=$2 start=$SECONDS
+  echo "== $name (limit ${limit}s)" >>"$LOG"
+  timeout -k 5 "$limit" "$PYTHON" -m "benchmarks.$name" --device "$DEVICE" $QUICK --out "$OUT" >>"$LOG" 2>&1
+  echo "== $name: exit $? after $((SECONDS - start))s" | tee -a "$LOG"
+}
+
+# most important first: a run cut short keeps what finished (each JSON is rewritten per row)
+run 90 bench_inversion
+run 50 bench_atlas_pass
+run 45 profile_step
+run 50 bench_units
+run 45 bench_mti
+run 45 bench_scaling
+"$PYTHON" -m benchmarks.results_table "$OUT" >"$OUT/tables.md" 2>>"$LOG"
+echo "results in $OUT (total ${SECONDS}s)" | tee -a "$LOG"
