@@ -14,6 +14,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from mti_lightning.core.errors import MTIConfigError
@@ -35,6 +36,15 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
+def _default_group(config: dict[str, Any]) -> None:
+    """In a multirun every job's W&B run joins one group, by default the sweep directory's
+    name, so a sweep is one group in the W&B UI."""
+    hc = HydraConfig.get()
+    logger = config.get("logger")
+    if hc.mode == RunMode.MULTIRUN and isinstance(logger, dict) and not logger.get("group"):
+        logger["group"] = Path(hc.sweep.dir).name
+
+
 @hydra.main(version_base="1.3", config_path="pkg://mti_lightning.conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -47,7 +57,8 @@ def _main(cfg: DictConfig) -> None:
                 f"missing value for {', '.join(missing)}; set it on the command line"
             )
         config = _resolve(cfg)
-        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        _default_group(config)
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(config))
         run_task(task, config, run_dir)
     except MTIConfigError as err:
         print(f"mti: error: {err}", file=sys.stderr)

@@ -67,12 +67,51 @@ def _curvenet_report(cfg: dict[str, Any], run_dir: Path) -> None:
     print(run_report(run_dir, r["layer"], r["units"], r["steps"], r["n_images"]))
 
 
+def _compare(cfg: dict[str, Any], run_dir: Path) -> None:
+    from mti_lightning.pipelines.compare import run_compare
+
+    run_compare(cfg, run_dir)
+
+
+def _aggregate(cfg: dict[str, Any], run_dir: Path) -> None:
+    from mti_lightning.pipelines.aggregate import run_aggregate
+
+    run_aggregate(cfg, run_dir)
+
+
+def _atlas(cfg: dict[str, Any], run_dir: Path) -> None:
+    from mti_lightning.pipelines.atlas import AtlasConfig, run_atlas
+    from mti_lightning.pipelines.tracking import make_logger
+
+    atlas = AtlasConfig.from_dict(cfg["atlas"])
+    lg = cfg["logger"]
+    logger = make_logger(
+        lg["kind"],
+        run_dir,
+        name=lg.get("name") or run_dir.name,
+        project=lg["project"],
+        group=lg.get("group"),
+        mode=lg["mode"],
+        config=cfg,
+    )
+    results = run_atlas(atlas, run_dir, cfg.get("stage"), logger or None)
+    for stage, record in results.items():
+        state = "skipped (up to date)" if record.get("skipped") else "done"
+        print(f"atlas stage {stage:<13} {state}")
+    print(
+        f"mti: atlas {run_dir / 'atlas' / 'atlas.png'}; viewer {run_dir / 'atlas' / 'atlas.html'}"
+    )
+
+
 TASKS: dict[str, Callable[[dict[str, Any], Path], None]] = {
     "search": _search,
     "curves": _curves,
     "train_curvenet": _train_curvenet,
     "toys": _toys,
     "curvenet_report": _curvenet_report,
+    "compare": _compare,
+    "aggregate": _aggregate,
+    "atlas": _atlas,
 }
 
 

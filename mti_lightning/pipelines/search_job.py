@@ -23,6 +23,7 @@ from mti_lightning.core.models import LoadedModel, load_model
 from mti_lightning.core.objectives import Activation, L2ToSeed, Objective, Tension
 from mti_lightning.core.parameterizations import make_parameterization
 from mti_lightning.core.transforms import TransformConfig
+from mti_lightning.pipelines.layer_choice import auto_attribution_layer, resolve_target
 from mti_lightning.pipelines.summary import format_table, summary_figure, summary_rows
 from mti_lightning.pipelines.targets import parse_targets
 from mti_lightning.pipelines.tracking import make_logger
@@ -88,7 +89,7 @@ def prepare(cfg: dict, run_dir: Path) -> Prepared:
     lm = load_model(
         m["name"], m.get("pretrained", False), m.get("checkpoint"), input_size=m.get("input_size")
     )
-    specs = parse_targets(cfg["target"])
+    specs = parse_targets(resolve_target(cfg["target"], lm.model, lm.input_size, m["name"]))
     per = int(s.get("images_per_target", 1))
     if per < 1 or (kind == "invert" and per != 1):
         raise MTIConfigError(
@@ -108,6 +109,9 @@ def prepare(cfg: dict, run_dir: Path) -> Prepared:
     specs = [sp for sp in specs for _ in range(per)]
     readout = build_readout(lm.model, lm.input_size, specs)
     layer = s.get("attribution_layer")
+    if layer == "auto":
+        layer = auto_attribution_layer(lm.model, lm.input_size, [sp.layer for sp in specs], lm.name)
+        s = {**s, "attribution_layer": layer}
     if layer:
         attribute(lm, torch.zeros(len(specs), *lm.input_size), readout, [layer])
     if seeds is not None and len(seeds) == 1 and kind != "invert":

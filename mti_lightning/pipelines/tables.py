@@ -1,0 +1,78 @@
+"""Result tables of many units or runs: CSV file, aligned text, and a W&B table with figures.
+
+Shared by the architecture comparison and the aggregation of sweeps, which both end in one
+table of rows (dicts with the same keys) and a few figures.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mti_lightning.core.io import atomic_write
+from mti_lightning.pipelines.tracking import make_logger
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """Write ``rows`` as CSV (columns: the first row's keys), atomically."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return atomic_write(path, write)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def text_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """``columns`` of ``rows`` as an aligned text table: text left, numbers right (4
+    significant digits)."""
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    text = [all(isinstance(r.get(c), str) for r in rows) for c in columns]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.ljust(w) if t else v.rjust(w) for v, w, t in zip(values, widths, text)]
+        return "  ".join(parts).rstrip()
+
+    head = line(columns)
+    return "\n".join([head, "-" * len(head), *(line(row) for row in cells)])
+
+
+def log_to_wandb(
+    cfg: dict[str, Any],
+    run_dir: Path,
+    key: str,
+    rows: Sequence[dict[str, Any]],
+    figures: Sequence[Path],
+) -> None:
+    """Log ``rows`` as the W&B table ``key`` and ``figures`` as images, when ``logger=wandb``
+    (offline without a server); nothing for the CSV logger or none."""
+    lg = cfg["logger"]
+    if lg["kind"] != "wandb":
+        return
+    logger = make_logger(
+        "wandb",
+        run_dir,
+        name=lg.get("name") or run_dir.name,
+        project=lg["project"],
+        group=lg.get("group"),
+        mode=lg["mode"],
+        config=cfg,
+    )
+    columns = list(rows[0])
+    logger.log_table(key=key, columns=columns, data=[[r[c] for c in columns] for r in rows])
+    for path in figures:  # one key each: W&B shows images of one key at one size
+        logger.log_image(key=f"{key}_{path.stem}", images=[str(path)])
+    logger.experiment.finish()
