@@ -81,19 +81,10 @@ def _aggregate(cfg: dict[str, Any], run_dir: Path) -> None:
 
 def _atlas(cfg: dict[str, Any], run_dir: Path) -> None:
     from mti_lightning.pipelines.atlas import AtlasConfig, run_atlas
-    from mti_lightning.pipelines.tracking import make_logger
+    from mti_lightning.pipelines.tracking import logger_from_config
 
     atlas = AtlasConfig.from_dict(cfg["atlas"])
-    lg = cfg["logger"]
-    logger = make_logger(
-        lg["kind"],
-        run_dir,
-        name=lg.get("name") or run_dir.name,
-        project=lg["project"],
-        group=lg.get("group"),
-        mode=lg["mode"],
-        config=cfg,
-    )
+    logger = logger_from_config(cfg, run_dir)
     results = run_atlas(atlas, run_dir, cfg.get("stage"), logger or None)
     for stage, record in results.items():
         state = "skipped (up to date)" if record.get("skipped") else "done"

@@ -26,7 +26,7 @@ from mti_lightning.core.transforms import TransformConfig
 from mti_lightning.pipelines.layer_choice import auto_attribution_layer, resolve_target
 from mti_lightning.pipelines.summary import format_table, summary_figure, summary_rows
 from mti_lightning.pipelines.targets import parse_targets
-from mti_lightning.pipelines.tracking import make_logger
+from mti_lightning.pipelines.tracking import logger_from_config
 from mti_lightning.shells.callbacks import (
     ImageSnapshots,
     NonFiniteGuard,
@@ -182,16 +182,8 @@ def run_search_job(cfg: dict, run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     prepared = prepare(cfg, run_dir)
-    s, t, lg = cfg["search"], cfg["trainer"], cfg["logger"]
-    logger = make_logger(
-        lg["kind"],
-        run_dir,
-        name=lg.get("name") or run_dir.name,
-        project=lg["project"],
-        group=lg.get("group"),
-        mode=lg["mode"],
-        config=cfg,
-    )
+    s, t = cfg["search"], cfg["trainer"]
+    logger = logger_from_config(cfg, run_dir)
     trainer = make_trainer(
         run_dir,
         s["steps"],

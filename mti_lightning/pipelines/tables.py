@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mti_lightning.core.io import atomic_write
-from mti_lightning.pipelines.tracking import make_logger
+from mti_lightning.pipelines.tracking import logger_from_config
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
@@ -59,18 +59,9 @@ def log_to_wandb(
 ) -> None:
     """Log ``rows`` as the W&B table ``key`` and ``figures`` as images, when ``logger=wandb``
     (offline without a server); nothing for the CSV logger or none."""
-    lg = cfg["logger"]
-    if lg["kind"] != "wandb":
+    if cfg["logger"]["kind"] != "wandb":
         return
-    logger = make_logger(
-        "wandb",
-        run_dir,
-        name=lg.get("name") or run_dir.name,
-        project=lg["project"],
-        group=lg.get("group"),
-        mode=lg["mode"],
-        config=cfg,
-    )
+    logger = logger_from_config(cfg, run_dir)
     columns = list(rows[0])
     logger.log_table(key=key, columns=columns, data=[[r[c] for c in columns] for r in rows])
     for path in figures:  # one key each: W&B shows images of one key at one size

@@ -81,3 +81,18 @@ def make_logger(
     if config is not None:
         logger.log_hyperparams(config)
     return logger
+
+
+def logger_from_config(cfg: dict[str, Any], run_dir: Path) -> WandbLogger | CSVLogger | bool:
+    """The logger that ``cfg['logger']`` describes, named after the run directory unless a
+    name is set, with the whole config as its hyperparameters."""
+    lg = cfg["logger"]
+    return make_logger(
+        lg["kind"],
+        run_dir,
+        name=lg.get("name") or run_dir.name,
+        project=lg["project"],
+        group=lg.get("group"),
+        mode=lg["mode"],
+        config=cfg,
+    )
