@@ -132,20 +132,7 @@ def bench(
     model, canvas, draws, side = config
     layer, channel, cam = common.FEATURES[model]
     image = common.seed_image(seed_dir / f"seed_{canvas}.png", canvas)
-    search = common.Search(
-        [
-            "search=invert",
-            *common.search_overrides(args.device, model, side),
-            f"param.canvas=[{canvas},{canvas}]",
-            f"search.draws={draws}",
-            f"search.image={image}",
-            f"search.attribution_layer={cam}",
-            f"target.layer={layer}",
-            f"target.channel=[{channel}]",
-            "target.position=center",
-        ],
-        args.device,
-    )
+    search = common.inversion_search(args.device, model, side, canvas, draws, image)
     lm, batch = search.lm, search.batch
     fc = common.import_faccent()
     rows = []

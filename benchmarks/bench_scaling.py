@@ -68,19 +68,7 @@ def main() -> None:
     points += [(draws0, c, "canvas") for c in canvases if c != canvas0 or draws0 not in draws_list]
     for draws, canvas, sweep in points:
         image = common.seed_image(work / f"seed_{canvas}.png", canvas)
-        search = common.Search(
-            [
-                "search=invert",
-                *common.search_overrides(args.device, model, side),
-                f"param.canvas=[{canvas},{canvas}]",
-                f"search.draws={draws}",
-                f"search.image={image}",
-                f"search.attribution_layer={cam}",
-                f"target.layer={layer}",
-                f"target.channel=[{channel}]",
-            ],
-            args.device,
-        )
+        search = common.inversion_search(args.device, model, side, canvas, draws, image)
         ours = search.runner(warmup, common.PRECISIONS[label])
         lm = search.lm
         bare = common.bare_runner(

@@ -428,3 +428,25 @@ class Stamps:
     @property
     def seconds(self) -> float:
         return self.marks[self.last] - self.marks[self.first]
+
+
+def inversion_search(
+    device: str, model: str, side: int, canvas: int, draws: int, image: Path
+) -> Search:
+    """The +/- inversion of ``image`` for ``model``'s benchmark feature, as ``mti
+    search=invert`` builds it, on a ``canvas`` x ``canvas`` image with ``draws`` draws."""
+    layer, channel, cam = FEATURES[model]
+    return Search(
+        [
+            "search=invert",
+            *search_overrides(device, model, side),
+            f"param.canvas=[{canvas},{canvas}]",
+            f"search.draws={draws}",
+            f"search.image={image}",
+            f"search.attribution_layer={cam}",
+            f"target.layer={layer}",
+            f"target.channel=[{channel}]",
+            "target.position=center",
+        ],
+        device,
+    )
