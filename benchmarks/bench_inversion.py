@@ -7,7 +7,8 @@ run it (MTISearch + DrawDataModule + Trainer), fp32 and bf16-mixed. faccent: its
 one ``spatial_channel_cosim`` term per image with ``batch=i`` and crop bounds, ``box_crop`` +
 ``uniform_gaussian_noise`` transforms, ``nb_transforms`` draws), on the same network and
 targets, fp32. Bare: the same network to the cam layer, forward + backward to the input on
-the same 2 x draws batch. All timed interleaved in one process.
+the same 2 x draws batch; fast bare: the same on the step network ours runs (BatchNorms
+folded, channels-last; ``core.fastnet``). All timed interleaved in one process.
 
     python -m benchmarks.bench_inversion --device cpu [--quick] [--out DIR]
 """
@@ -36,7 +37,7 @@ CONFIGS = {
 # emulated, ~10x slower, on CPUs without AVX512-BF16/AMX, hence fewer CPU bf16 steps)
 TIMING = {
     "cuda": {"fp32": (40, 20, 3), "bf16": (40, 20, 3)},
-    "cpu": {"fp32": (6, 1, 0), "bf16": (2, 1, 0)},
+    "cpu": {"fp32": (12, 2, 1), "bf16": (2, 1, 0)},
     "quick": {"fp32": (2, 1, 1), "bf16": (2, 1, 1)},
 }
 COLUMNS = [
@@ -48,8 +49,10 @@ COLUMNS = [
     "ours_steps_s",
     "faccent_steps_s",
     "bare_steps_s",
+    "fast_bare_steps_s",
     "ours_vs_faccent",
     "ours_time_vs_bare",
+    "ours_time_vs_fast_bare",
 ]
 
 
@@ -143,6 +146,7 @@ def bench(
             "bare": common.bare_runner(
                 lm.model, cam, batch, lm.input_size, args.device, label == "bf16"
             ),
+            "fast_bare": common.fast_bare_runner(lm, cam, batch, args.device, label == "bf16"),
             "faccent": faccent_runner(
                 fc, lm, search.search.objective, canvas, draws, args.device, warmup
             ),
@@ -163,8 +167,10 @@ def bench(
                 "ours_steps_s": rates["ours"],
                 "faccent_steps_s": rates["faccent"],
                 "bare_steps_s": rates["bare"],
+                "fast_bare_steps_s": rates["fast_bare"],
                 "ours_vs_faccent": rates["ours"] / rates["faccent"],
                 "ours_time_vs_bare": rates["bare"] / rates["ours"],
+                "ours_time_vs_fast_bare": rates["fast_bare"] / rates["ours"],
                 "steps_timed": steps,
             }
         )

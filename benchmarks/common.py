@@ -33,6 +33,9 @@ import lightning as L
 import torch
 from torch import nn
 
+from mti_lightning.core.fastnet import fast_network
+from mti_lightning.core.models import LoadedModel
+
 REPO = Path(__file__).resolve().parents[1]
 
 # per model: a feature of a later layer and the attribution ("cam") layer below it
@@ -377,6 +380,21 @@ def bare_runner(
         return time.perf_counter() - start
 
     return run
+
+
+def fast_bare_runner(
+    lm: LoadedModel,
+    layer: str,
+    batch: int,
+    device: str,
+    bf16: bool,
+) -> Runner:
+    """``bare_runner`` on the step network ours runs (``core.fastnet``: BatchNorms folded,
+    channels-last): the limit for our step once the network itself is made faster."""
+    lm.model.to(device)
+    example = torch.rand(2, *lm.input_size, device=device)
+    fast = fast_network(lm, [layer], example)
+    return bare_runner(fast.lm.model, layer, batch, lm.input_size, device, bf16)
 
 
 # --- faccent, the paper's library -----------------------------------------------------------

@@ -42,6 +42,12 @@ def randomize_batchnorms(model: nn.Module, seed: int = 0) -> None:
             m.running_var.copy_(0.5 + 1.5 * torch.rand(c, generator=gen))
 
 
+@pytest.fixture
+def randomize() -> Callable[..., None]:
+    """``randomize_batchnorms`` for tests that build their own networks."""
+    return randomize_batchnorms
+
+
 @pytest.fixture(scope="session")
 def resnet() -> LoadedModel:
     """Random-init timm resnet18 with random BNs and fc bias, probed at 64x64 inputs."""

@@ -140,6 +140,7 @@ def prepare(cfg: dict, run_dir: Path) -> Prepared:
         metric_layer=layer,
         redirect_relu_steps=s.get("redirect_relu_steps", 0),
         compile=t.get("compile", False),
+        fast_net=t.get("fast_net", True),
         measure_readout=eval_readout,
     )
     features = [str(sp) for sp in specs]

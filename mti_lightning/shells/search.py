@@ -18,6 +18,7 @@ from torch import nn
 
 from mti_lightning.core.attribution import attribute
 from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.core.fastnet import FastNet, fast_network
 from mti_lightning.core.features import Readout
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.objectives import Objective
@@ -36,6 +37,9 @@ class MTISearch(L.LightningModule):
     ``readout`` is evaluated every step (None when the objective needs no feature value, e.g.
     an inversion); ``measure_readout`` (default ``readout``) gives the features measured at
     start and end, with energies at ``metric_layer`` (the tension layer of an MTI search).
+    ``fast_net`` runs the steps on a copy of the network with BatchNorms folded into their
+    convolutions and channels-last memory (exact at the probed layers; ``core.fastnet``);
+    ``compile`` compiles that step network's forward.
     """
 
     def __init__(
@@ -50,6 +54,7 @@ class MTISearch(L.LightningModule):
         metric_layer: str | None = None,
         redirect_relu_steps: int = 0,
         compile: bool = False,
+        fast_net: bool = True,
         track_pixel_grads: bool = False,
         measure_readout: Readout | None = None,
     ):
@@ -69,6 +74,8 @@ class MTISearch(L.LightningModule):
         self.metric_layer = metric_layer
         self.redirect_relu_steps = redirect_relu_steps
         self.compile_net = compile
+        self.fast_net = fast_net
+        self.step_net: FastNet | None = None
         self.track_pixel_grads = track_pixel_grads
         self.strict_loading = False
         n = param.n
@@ -89,10 +96,24 @@ class MTISearch(L.LightningModule):
         """The current images ``(K, 3, H, W)`` in [0, 1]."""
         return self.param()
 
-    def configure_model(self) -> None:
-        """Compile the network's forward once when asked (the images stay eager)."""
-        if self.compile_net and self.lm.model is self.net:
-            self.lm = dataclasses.replace(self.lm, model=torch.compile(self.net))
+    def step_layers(self) -> list[str]:
+        """The layers a training step reads: the objective's and the step readout's."""
+        layers = set(self.objective.layers())
+        if self.readout is not None:
+            layers |= set(self.readout.layers)
+        return sorted(layers)
+
+    def build_step_net(self) -> FastNet:
+        """The network the steps run on (see ``fast_net`` and ``compile``), on this device."""
+        if self.fast_net:
+            with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+                example = self.lm.normalize(resize(self.param()[:2], self.lm.input_size[1:]))
+                fast = fast_network(self.lm, self.step_layers(), example)
+        else:
+            fast = FastNet(self.lm)
+        if self.compile_net:
+            fast.lm = dataclasses.replace(fast.lm, model=torch.compile(fast.lm.model))
+        return fast
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return OPTIMIZERS[self.optimizer_name](self.param.parameters(), lr=self.lr)
@@ -108,9 +129,10 @@ class MTISearch(L.LightningModule):
         )
         if noise is not None:
             noise = noise[batch["offset"] : batch["offset"] + draws.shape[0]]
-        with redirect_relus(self.net, active=self.global_step < self.redirect_relu_steps):
+        step_lm = self.step_net.lm if self.step_net is not None else self.lm
+        with redirect_relus(step_lm.model, active=self.global_step < self.redirect_relu_steps):
             ev = evaluate(
-                self.lm, images, self.objective, self.readout, draws, self.transform, noise
+                step_lm, images, self.objective, self.readout, draws, self.transform, noise
             )
             loss = -self.objective(ev).sum()
         self.last_values = ev.values.detach().mean(1)
@@ -127,6 +149,7 @@ class MTISearch(L.LightningModule):
             self._images = None
 
     def on_fit_start(self) -> None:
+        self.step_net = self.build_step_net()
         self._keep = [p.detach().clone() for p in self.param.parameters()]
 
     def on_train_start(self) -> None:

@@ -130,3 +130,38 @@ def test_nonfinite_guard_stops_and_keeps_last_finite_images(lm, tmp_path):
     final = search().detach()
     assert torch.isfinite(final).all()
     assert torch.equal(final, snapshots[5 - 1])
+
+
+class _Losses(L.Callback):
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.values.append(float(outputs["loss"]))
+
+
+def test_fast_step_network_gives_the_same_search(tmp_path, randomize):
+    """Folded BatchNorms and channels-last change the step's speed, not its values."""
+    torch.manual_seed(0)
+    net = load_model("resnet18", input_size=(3, 32, 32))
+    randomize(net.model)
+    readout = _readout(net, [0, 3])
+    runs = {}
+    for fast in (True, False):
+        search = MTISearch(
+            net,
+            FourierImage(2, (32, 32), seed=0),
+            Tension(CAM, hold=0.0),
+            readout,
+            metric_layer=CAM,
+            lr=0.05,
+            fast_net=fast,
+        )
+        losses = _Losses()
+        _fit(search, 5, tmp_path / str(fast), [losses])
+        runs[fast] = (losses.values, search().detach(), search.step_net)
+    assert runs[True][2].folded and runs[True][2].channels_last
+    assert not runs[False][2].folded and runs[False][2].lm is net
+    assert isinstance(net.model.layer1[0].bn1, torch.nn.BatchNorm2d)  # the original is kept
+    torch.testing.assert_close(runs[True][0], runs[False][0], rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(runs[True][1], runs[False][1], rtol=0, atol=1e-3)

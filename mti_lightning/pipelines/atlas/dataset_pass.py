@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from mti_lightning.core.attribution import attribution_from, crop_bounds, energies
 from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.core.fastnet import fast_network
 from mti_lightning.core.features import Readout, build_readout
 from mti_lightning.core.io import load_tensors, save_tensors, write_json
 from mti_lightning.core.models import LoadedModel, load_model
@@ -121,11 +122,23 @@ class AttributionPass(L.LightningModule):
         chunk: int,
         map_layer: str | None,
         window: Window | None,
+        fast_net: bool = True,
     ):
         super().__init__()
         self.lm, self.net, self.readout = setup.lm, setup.lm.model, setup.readout
         self.layers, self.shapes = list(setup.layers), setup.shapes
         self.chunk, self.map_layer, self.window = chunk, map_layer, window
+        self.fast_net = fast_net
+        self.pass_lm = setup.lm
+
+    def on_predict_start(self) -> None:
+        """With ``fast_net``, attribute on a copy of the network with BatchNorms folded and
+        channels-last (exact at the layers read; ``core.fastnet``)."""
+        if self.fast_net:
+            example = self.lm.normalize(torch.rand(2, *self.lm.input_size, device=self.device))
+            with torch.autocast(self.device.type, enabled=False):
+                layers = [*self.layers, *self.readout.layers]
+                self.pass_lm = fast_network(self.lm, layers, example).lm
 
     def _empty(self) -> dict[str, torch.Tensor]:
         """Zero-row results of the right shapes (a shard whose every image failed)."""
@@ -150,7 +163,7 @@ class AttributionPass(L.LightningModule):
         else:
             parts = [
                 reduce_batch(
-                    self.lm,
+                    self.pass_lm,
                     self.readout,
                     images[i : i + self.chunk],
                     self.layers,
@@ -249,7 +262,7 @@ def run_pass(setup: PassSetup, cfg: AtlasConfig, shard_dir: Path) -> dict[str, A
     )
     window = setup.window if cfg.crop_maps else None
     module = AttributionPass(
-        setup, cfg.batch_size, cfg.atlas_layer if cfg.store_maps else None, window
+        setup, cfg.batch_size, cfg.atlas_layer if cfg.store_maps else None, window, cfg.fast_net
     )
     writer = ShardWriter(shard_dir)
     trainer = L.Trainer(

@@ -118,13 +118,16 @@ def render_icons(
     seed: int,
     accelerator: str = "cpu",
     crop: bool = True,
+    fast_net: bool = True,
 ) -> RenderedIcons:
     """Render one image per target in a single MTISearch and measure the feature on each."""
     k = targets.shape[0]
     bounds = torch.tensor(window).repeat(k, 1)
     objective = SpatialChannelCosine(layer, targets, bounds, power)
     param = FourierImage(k, (canvas, canvas), seed=seed)
-    search = MTISearch(lm, param, objective, readout=None, transform=transform, lr=lr)
+    search = MTISearch(
+        lm, param, objective, readout=None, transform=transform, lr=lr, fast_net=fast_net
+    )
     alpha = TransparencyMaps()
     trainer = make_trainer(work_dir, steps, accelerator=accelerator, devices=1, callbacks=[alpha])
     trainer.fit(search, datamodule=DrawDataModule(transform, draws, seed))

@@ -261,6 +261,7 @@ def _icons(run: AtlasRun) -> dict[str, Any]:
         seed=cfg.seed,
         accelerator=cfg.accelerator,
         crop=cfg.crop_icons,
+        fast_net=cfg.fast_net,
     )
     wall = time.perf_counter() - start
     cell_stats = {

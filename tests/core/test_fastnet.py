@@ -1,0 +1,131 @@
+"""The step network: BatchNorms folded and channels-last, exact at every probed layer."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from mti_lightning.core.fastnet import ActAfterFold, conv_bn_pairs, fast_network
+from mti_lightning.core.models import LoadedModel, freeze, load_model
+from mti_lightning.core.probes import capture
+
+
+def _values_and_grads(lm: LoadedModel, x: torch.Tensor, layers: list[str]):
+    x = x.clone().requires_grad_(True)
+    acts = capture(lm.model, x, layers)
+    total = sum((v * torch.linspace(-1, 1, v.numel()).view_as(v)).sum() for v in acts.values())
+    (grad,) = torch.autograd.grad(total, x)
+    return {k: v.detach() for k, v in acts.items()}, grad
+
+
+def test_resnet_folds_and_matches_values_and_gradients(resnet: LoadedModel, images) -> None:
+    layers = ["layer2.1.act2", "layer3.0.conv1"]
+    before = {k: v.clone() for k, v in resnet.model.state_dict().items()}
+    x = resnet.normalize(images(3))
+    fast = fast_network(resnet, layers, x[:2])
+    assert fast.channels_last and fast.note == ""
+    assert ("layer1.0.conv1", "layer1.0.bn1") in fast.folded
+    assert len(fast.folded) == 19  # every conv->BN pair of resnet18, downsample paths included
+    assert isinstance(fast.lm.model.layer1[0].bn1, nn.Identity)
+    assert fast.lm.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast.lm.model.act1.inplace and not resnet.model.act1.inplace
+    want, want_grad = _values_and_grads(resnet, x, layers)
+    got, got_grad = _values_and_grads(fast.lm, x, layers)
+    for k in layers:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-4, atol=1e-5)
+    # the original network is untouched: measurements and callbacks keep using it
+    assert isinstance(resnet.model.layer1[0].bn1, nn.BatchNorm2d)
+    after = resnet.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("probe", ["layer1.0.conv1", "layer1.0.bn1:in"])
+def test_probed_pre_batchnorm_value_is_not_folded(resnet: LoadedModel, images, probe) -> None:
+    x = resnet.normalize(images(2))
+    fast = fast_network(resnet, [probe], x)
+    assert ("layer1.0.conv1", "layer1.0.bn1") not in fast.folded
+    assert ("layer1.0.conv2", "layer1.0.bn2") in fast.folded
+    want = capture(resnet.model, x, [probe])[probe]
+    got = capture(fast.lm.model, x, [probe])[probe]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_act_keeps_its_activation_and_names(images, randomize) -> None:
+    torch.manual_seed(0)
+    lm = dataclasses.replace(load_model("test_efficientnet"), input_size=(3, 64, 64))
+    randomize(lm.model)
+    layers = ["blocks.1.0.bn1.act", "blocks.2"]
+    x = lm.normalize(images(2))
+    fast = fast_network(lm, layers, x)
+    assert ("blocks.1.0.conv_exp", "blocks.1.0.bn1") in fast.folded
+    assert isinstance(fast.lm.model.get_submodule("blocks.1.0.bn1"), ActAfterFold)
+    want = capture(lm.model, x, layers)
+    got = capture(fast.lm.model, x, layers)
+    for k in layers:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-4)
+
+
+class _SharedConv(nn.Module):
+    """conv -> BN, and the conv's raw output also added back: folding would change the add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.out = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.out(self.bn(y) + y)
+
+
+def test_a_fold_that_changes_a_probed_value_is_dropped(randomize) -> None:
+    model = _SharedConv()
+    randomize(model, seed=3)
+    lm = LoadedModel("shared", freeze(model), (3, 8, 8), (0.0,) * 3, (1.0,) * 3, False)
+    x = torch.randn(2, 3, 8, 8)
+    assert conv_bn_pairs(model, x) == [("conv", "bn")]
+    fast = fast_network(lm, ["out"], x)
+    assert fast.folded == [] and "neither used" in fast.note
+    torch.testing.assert_close(
+        capture(fast.lm.model, x, ["out"])["out"], capture(model, x, ["out"])["out"]
+    )
+
+
+class _ReusedPreActivation(nn.Module):
+    """The ReLU's input is used again afterwards: an in-place ReLU would change the sum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.out = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.out(self.act(y) + y)
+
+
+def test_an_in_place_relu_that_changes_a_probed_value_is_dropped() -> None:
+    model = _ReusedPreActivation()
+    lm = LoadedModel("reused", freeze(model), (3, 8, 8), (0.0,) * 3, (1.0,) * 3, False)
+    x = torch.randn(2, 3, 8, 8)
+    fast = fast_network(lm, ["out"], x)
+    assert not fast.lm.model.act.inplace and "neither used" in fast.note
+    torch.testing.assert_close(
+        capture(fast.lm.model, x, ["out"])["out"], capture(model, x, ["out"])["out"]
+    )
+
+
+def test_vit_has_nothing_to_fold_and_stays_exact(vit: LoadedModel, images) -> None:
+    layer = "blocks.2"
+    x = vit.normalize(images(2, vit.input_size[1]))
+    fast = fast_network(vit, [layer], x)
+    assert fast.folded == []
+    torch.testing.assert_close(
+        capture(fast.lm.model, x, [layer])[layer], capture(vit.model, x, [layer])[layer]
+    )
