@@ -35,6 +35,7 @@ from torch import nn
 
 from mti_lightning.core.fastnet import fast_network
 from mti_lightning.core.models import LoadedModel
+from mti_lightning.shells.trainer import cpu_has_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,6 +98,7 @@ def machine(device: str) -> dict[str, Any]:
         "device": device,
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
+        "cpu_bf16": cpu_has_bf16(),
         "threads": torch.get_num_threads(),
         "load_average_start": load_average(),
         "python": platform.python_version(),

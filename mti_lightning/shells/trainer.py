@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,20 @@ def check_trainer_options(accelerator: str, precision: str, devices: Any) -> Non
         raise MTIConfigError(
             "precision=16-mixed needs a GPU; on CPU use precision=32 or precision=bf16-mixed"
         )
+    if on_cpu and str(precision) == "bf16-mixed" and not cpu_has_bf16():
+        warnings.warn(
+            "precision=bf16-mixed on a CPU without bf16 instructions (AVX512-BF16 or AMX): "
+            "bf16 is emulated there, about 10x slower than precision=32",
+            stacklevel=2,
+        )
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 convolutions and matmuls in hardware (oneDNN's test)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def make_trainer(
@@ -80,4 +95,6 @@ def make_trainer(
         log_every_n_steps=log_every_n_steps,
         num_sanity_val_steps=0,
         deterministic=False,
+        # every step has the same shapes: let cuDNN time its convolution algorithms once
+        benchmark=True,
     )

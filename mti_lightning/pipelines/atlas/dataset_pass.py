@@ -277,6 +277,7 @@ def run_pass(setup: PassSetup, cfg: AtlasConfig, shard_dir: Path) -> dict[str, A
         enable_checkpointing=False,
         inference_mode=False,
         default_root_dir=str(shard_dir.parent),
+        benchmark=True,  # chunks share one shape: cuDNN picks its algorithms once
     )
     start = time.perf_counter()
     with warnings.catch_warnings():
