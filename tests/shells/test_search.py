@@ -165,3 +165,20 @@ def test_fast_step_network_gives_the_same_search(tmp_path, randomize):
     assert isinstance(net.model.layer1[0].bn1, torch.nn.BatchNorm2d)  # the original is kept
     torch.testing.assert_close(runs[True][0], runs[False][0], rtol=1e-3, atol=1e-4)
     torch.testing.assert_close(runs[True][1], runs[False][1], rtol=0, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_compiled_step_network_runs_the_same_search(lm, tmp_path):
+    """``compile=True`` compiles the step network's forward; the steps give the same losses."""
+    readout = _readout(lm, [1])
+    runs = {}
+    for compiled in (False, True):
+        search = MTISearch(
+            lm, FourierImage(1, (32, 32), seed=0), Activation(1.0), readout, compile=compiled
+        )
+        losses = _Losses()
+        _fit(search, 3, tmp_path / str(compiled), [losses])
+        runs[compiled] = (losses.values, search.step_net)
+    assert hasattr(runs[True][1].lm.model, "_orig_mod")
+    assert not hasattr(runs[False][1].lm.model, "_orig_mod")
+    torch.testing.assert_close(runs[True][0], runs[False][0], rtol=1e-3, atol=1e-4)
