@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Run benchmarks 1-5 and the profiler check on one CUDA GPU, offline, in at most 5.5 minutes
-# (each under its own time limit), writing one JSON per benchmark, gpu.log and tables.md
-# (the markdown for RESULTS.md) flat into OUTDIR. Needs the wheels of .whl/ (fetched
-# beforehand with benchmarks/fetch_wheels.sh); the package is used from this source tree.
+# Run the CUDA tests (tests/gpu), benchmarks 1-5 and the profiler check on one CUDA GPU,
+# offline, in at most 7.5 minutes (each under its own time limit), writing gpu_tests.log, one
+# JSON per benchmark, gpu.log and tables.md (the markdown for RESULTS.md) flat into OUTDIR.
+# Needs the wheels of .whl/ (fetched beforehand with benchmarks/fetch_wheels.sh); the package
+# is used from this source tree.
 #
 #   benchmarks/gpu.sh OUTDIR
 # (DEVICE=cpu QUICK=--quick benchmarks/gpu.sh OUTDIR rehearses the same script on a CPU)
@@ -26,6 +27,11 @@ run() {
   timeout -k 5 "$limit" "$PYTHON" -m "benchmarks.$name" --device "$DEVICE" $QUICK --out "$OUT" >>"$LOG" 2>&1
   echo "== $name: exit $? after $((SECONDS - start))s" | tee -a "$LOG"
 }
+
+# the CUDA tests first (tests/gpu: exact step network, bf16 search, no host sync in a step)
+start=$SECONDS
+timeout -k 5 120 "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu tests/gpu >"$OUT/gpu_tests.log" 2>&1
+echo "== gpu tests: exit $? after $((SECONDS - start))s ($(tail -n 1 "$OUT/gpu_tests.log"))" | tee -a "$LOG"
 
 # most important first: a run cut short keeps what finished (each JSON is rewritten per row)
 run 90 bench_inversion

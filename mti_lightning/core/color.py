@@ -29,9 +29,13 @@ def mixing_matrix() -> torch.Tensor:
     return _BASIS.t() * _SCALES
 
 
-def to_rgb(x: torch.Tensor) -> torch.Tensor:
-    """``(B, 3, H, W)`` opponent coordinates -> RGB (before the squashing nonlinearity)."""
-    m = mixing_matrix().to(x.device, x.dtype)
+def to_rgb(x: torch.Tensor, matrix: torch.Tensor | None = None) -> torch.Tensor:
+    """``(B, 3, H, W)`` opponent coordinates -> RGB (before the squashing nonlinearity).
+
+    ``matrix`` is :func:`mixing_matrix` already on ``x``'s device (callers in the step loop
+    keep it there: copying it from the host each step would block on a GPU).
+    """
+    m = (mixing_matrix() if matrix is None else matrix).to(x.device, x.dtype)
     return torch.einsum("rc,bchw->brhw", m, x)
 
 

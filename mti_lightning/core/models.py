@@ -30,11 +30,22 @@ class LoadedModel:
     trained: bool
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    _constants: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Map images in [0, 1] to the model's normalised input space."""
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        """Map images in [0, 1] to the model's normalised input space.
+
+        Mean and std are made once per device and dtype: building them from Python numbers
+        on a GPU is a blocking host-to-device copy, which must not happen in every step.
+        """
+        key = (x.device, x.dtype)
+        if key not in self._constants:
+            mean = torch.tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1).to(x.device)
+            std = torch.tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1).to(x.device)
+            self._constants[key] = (mean, std)
+        mean, std = self._constants[key]
         return (x - mean) / std
 
     def to(self, device: torch.device | str) -> LoadedModel:

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from mti_lightning.core.color import from_rgb, to_rgb
+from mti_lightning.core.color import from_rgb, mixing_matrix, to_rgb
 from mti_lightning.core.errors import MTIConfigError
 
 _EPS = 1e-4
@@ -72,6 +72,7 @@ class FourierImage(nn.Module):
         self.phase = nn.Parameter(phase)
         mag = power_law_magnitude(h, w, decay) * scale
         self.register_buffer("magnitude", mag.expand(n, 3, -1, -1).contiguous())
+        self.register_buffer("mixing", mixing_matrix(), persistent=False)
 
     @property
     def n(self) -> int:
@@ -81,7 +82,7 @@ class FourierImage(nn.Module):
         spectrum = torch.polar(self.magnitude, self.phase)
         x = torch.fft.irfft2(spectrum, s=self.size, norm="ortho")
         if self.decorrelate:
-            x = to_rgb(x)
+            x = to_rgb(x, self.mixing)
         return torch.sigmoid(x)
 
     @torch.no_grad()

@@ -40,12 +40,19 @@ def test_other_config_is_read_from_timm() -> None:
     assert lm.mean == pytest.approx((0.5, 0.5, 0.5))
 
 
-def test_normalize() -> None:
+def test_normalize_once_per_device_and_dtype() -> None:
+    """Mean/std are built once per device and dtype: a step must not copy them from the
+    host each time (a blocking copy on a GPU)."""
     lm = load_model("resnet18")
     x = torch.rand(2, 3, 4, 4)
     mean = torch.tensor(lm.mean).view(1, 3, 1, 1)
     std = torch.tensor(lm.std).view(1, 3, 1, 1)
     torch.testing.assert_close(lm.normalize(x), (x - mean) / std)
+    cached = lm._constants[(x.device, x.dtype)]
+    torch.testing.assert_close(lm.normalize(x), (x - mean) / std)
+    assert lm._constants[(x.device, x.dtype)] is cached and len(lm._constants) == 1
+    lm.normalize(x.double())
+    assert len(lm._constants) == 2
 
 
 def test_unknown_name_lists_close_names() -> None:
