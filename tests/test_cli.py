@@ -58,6 +58,8 @@ def test_search_run_directory_from_another_working_directory(tmp_path):
     assert len(wandb_runs) == 1 and list(wandb_runs[0].glob("run-*.wandb"))
     record = json.loads((run / "metrics.json").read_text())
     assert record["steps_run"] == 6 and record["model_trained"] is False
+    assert record["step_network"]["batchnorms_folded"] > 0
+    assert record["step_network"]["channels_last"] and record["step_network"]["note"] == ""
     row = record["images"][0]
     assert row["feature"] == "layer2.0.conv1:3@center"
     assert row["end_tension"] > row["start_tension"]

@@ -54,6 +54,16 @@ class FastNet:
     channels_last: bool = False
     note: str = ""
 
+    def describe(self) -> dict[str, object]:
+        """A JSON-ready record of the rewrites (for a run's metrics)."""
+        inplace = any(getattr(m, "inplace", False) for m in self.lm.model.modules())
+        return {
+            "batchnorms_folded": len(self.folded),
+            "channels_last": self.channels_last,
+            "inplace_relu": inplace,
+            "note": self.note,
+        }
+
 
 def _foldable_bn(module: nn.Module) -> bool:
     plain = type(module) is nn.BatchNorm2d

@@ -245,6 +245,7 @@ def _write_results(cfg, run_dir, prepared, trainer, images, agreement, logger, c
         "stopped_at_target": getattr(cbs.get("stop"), "stopped_at", None),
         "world_size": trainer.world_size,
         "ddp_max_image_diff": agreement,
+        "step_network": prepared.search.step_net.describe() if prepared.search.step_net else None,
         "images": rows,
     }
     write_json(run_dir / "metrics.json", record)

@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from mti_lightning.core.attribution import attribute
@@ -109,6 +110,8 @@ class MTISearch(L.LightningModule):
             with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
                 example = self.lm.normalize(resize(self.param()[:2], self.lm.input_size[1:]))
                 fast = fast_network(self.lm, self.step_layers(), example)
+            if fast.note:
+                rank_zero_warn(f"step network: {fast.note}")
         else:
             fast = FastNet(self.lm)
         if self.compile_net:

@@ -32,6 +32,12 @@ def test_resnet_folds_and_matches_values_and_gradients(resnet: LoadedModel, imag
     assert isinstance(fast.lm.model.layer1[0].bn1, nn.Identity)
     assert fast.lm.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert fast.lm.model.act1.inplace and not resnet.model.act1.inplace
+    assert fast.describe() == {
+        "batchnorms_folded": 19,
+        "channels_last": True,
+        "inplace_relu": True,
+        "note": "",
+    }
     want, want_grad = _values_and_grads(resnet, x, layers)
     got, got_grad = _values_and_grads(fast.lm, x, layers)
     for k in layers:
@@ -91,6 +97,7 @@ def test_a_fold_that_changes_a_probed_value_is_dropped(randomize) -> None:
     assert conv_bn_pairs(model, x) == [("conv", "bn")]
     fast = fast_network(lm, ["out"], x)
     assert fast.folded == [] and "neither used" in fast.note
+    assert fast.describe()["batchnorms_folded"] == 0 and not fast.describe()["inplace_relu"]
     torch.testing.assert_close(
         capture(fast.lm.model, x, ["out"])["out"], capture(model, x, ["out"])["out"]
     )
