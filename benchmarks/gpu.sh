@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run the CUDA tests (tests/gpu), benchmarks 1-5 and the profiler check on one CUDA GPU,
-# offline, in at most 7.5 minutes (each under its own time limit), writing gpu_tests.log, one
+# Run the CUDA tests (tests/gpu), benchmarks 1-6 and the profiler check on one CUDA GPU,
+# offline, in at most 7.7 minutes (each under its own time limit), writing gpu_tests.log, one
 # JSON per benchmark, gpu.log and tables.md (the markdown for RESULTS.md) flat into OUTDIR.
 # Needs the wheels of .whl/ (fetched beforehand with benchmarks/fetch_wheels.sh); the package
 # is used from this source tree.
@@ -30,7 +30,7 @@ run() {
 
 # the CUDA tests first (tests/gpu: exact step network, bf16 search, no host sync in a step)
 start=$SECONDS
-timeout -k 5 120 "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu tests/gpu >"$OUT/gpu_tests.log" 2>&1
+timeout -k 5 90 "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu tests/gpu >"$OUT/gpu_tests.log" 2>&1
 echo "== gpu tests: exit $? after $((SECONDS - start))s ($(tail -n 1 "$OUT/gpu_tests.log"))" | tee -a "$LOG"
 
 # most important first: a run cut short keeps what finished (each JSON is rewritten per row)
@@ -40,5 +40,6 @@ run 45 profile_step
 run 50 bench_units
 run 45 bench_mti
 run 45 bench_scaling
+run 45 bench_step_network
 "$PYTHON" -m benchmarks.results_table "$OUT" >"$OUT/tables.md" 2>>"$LOG"
 echo "results in $OUT (total ${SECONDS}s)" | tee -a "$LOG"

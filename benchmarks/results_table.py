@@ -16,6 +16,7 @@ from benchmarks import (
     bench_inversion,
     bench_mti,
     bench_scaling,
+    bench_step_network,
     bench_units,
     profile_step,
 )
@@ -27,6 +28,7 @@ ORDER = {
     "units": ("3. Batched units", bench_units.COLUMNS),
     "atlas_pass": ("4. Atlas dataset pass", bench_atlas_pass.COLUMNS),
     "scaling": ("5. Scaling", bench_scaling.COLUMNS),
+    "step_network": ("6. The step network across architectures", bench_step_network.COLUMNS),
     "profile": ("Profiler check (per step)", profile_step.COLUMNS),
 }
 

@@ -1,0 +1,115 @@
+"""Benchmark 6: the step network across architectures, the bare network's forward + backward
+to the input as loaded vs as the steps run it (``core.fastnet``: BatchNorms folded,
+channels-last, in-place ReLUs), at the same batch, to the same mid-network layer.
+
+Shows which architectures gain from the rewrites (BatchNorm networks) and which do not
+(LayerNorm networks: ConvNeXt, ViT), and that the rewritten network is exact there: the
+largest difference of the layer's values, relative to their largest magnitude.
+
+    python -m benchmarks.bench_step_network --device cpu [--quick] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from benchmarks import common
+from mti_lightning.core.fastnet import fast_network
+from mti_lightning.core.models import load_model
+from mti_lightning.core.probes import capture
+
+# model, the layer read (a mid-network block)
+MODELS = [
+    ("resnet50", "layer3"),
+    ("efficientnet_b0", "blocks.4"),
+    ("mobilenetv3_small_100", "blocks.3"),
+    ("regnetx_002", "s3"),
+    ("densenet121", "features.denseblock3"),
+    ("vgg11_bn", "features.21"),
+    ("convnext_atto", "stages.2"),
+    ("vit_tiny_patch16_224", "blocks.7"),
+    ("curvenet", "bn2"),
+]
+# per setting: input side (0: the model's own), batch, timed steps, chunk
+SETTINGS = {"cuda": (224, 64, 30, 10), "cpu": (128, 8, 4, 2), "quick": (64, 2, 2, 1)}
+COLUMNS = [
+    "model",
+    "layer",
+    "input",
+    "batch",
+    "precision",
+    "batchnorms_folded",
+    "bare_steps_s",
+    "fast_steps_s",
+    "speedup",
+    "max_rel_diff",
+    "build_s",
+]
+
+
+def row(name: str, layer: str, side: int, batch: int, device: str, timing: tuple) -> list[dict]:
+    """fp32 (and bf16 on a GPU) rows of one model."""
+    steps, chunk = timing
+    torch.manual_seed(0)
+    own_size = name == "curvenet" or "vit" in name  # fixed input sizes
+    lm = load_model(name, device=device, input_size=None if own_size else (3, side, side))
+    x = lm.normalize(torch.rand(batch, *lm.input_size, device=device))
+    start = time.perf_counter()
+    fast = fast_network(lm, [layer], x[:2])
+    common.sync(device)
+    build = time.perf_counter() - start
+    with torch.no_grad():
+        want = capture(lm.model, x, [layer])[layer]
+        got = capture(fast.lm.model, x, [layer])[layer]
+    diff = float((want - got).abs().max() / want.abs().max().clamp_min(1e-12))
+    rows = []
+    for precision in ["fp32", "bf16"] if device == "cuda" else ["fp32"]:
+        bf16 = precision == "bf16"
+        runners = {
+            "bare": common.bare_runner(lm.model, layer, batch, lm.input_size, device, bf16),
+            "fast": common.bare_runner(fast.lm.model, layer, batch, lm.input_size, device, bf16),
+        }
+        for run in runners.values():
+            run(1)
+        rates = common.interleave(runners, steps, chunk)
+        rows.append(
+            {
+                "model": name,
+                "layer": layer,
+                "input": list(lm.input_size),
+                "batch": batch,
+                "precision": precision,
+                "batchnorms_folded": len(fast.folded),
+                "bare_steps_s": rates["bare"],
+                "fast_steps_s": rates["fast"],
+                "speedup": rates["fast"] / rates["bare"],
+                "max_rel_diff": diff,
+                "build_s": build,
+                "note": fast.note,
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    args = common.parse_args(__doc__.split("\n\n")[0])
+    common.setup(args)
+    side, batch, steps, chunk = SETTINGS["quick" if args.quick else args.device]
+    models = MODELS[:1] + MODELS[-1:] if args.quick else MODELS
+    results = common.Results(
+        args.out,
+        "step_network",
+        args,
+        {"models": models, "side": side, "batch": batch, "steps": steps, "chunk": chunk},
+    )
+    for name, layer in models:
+        for r in row(name, layer, side, batch, args.device, (steps, chunk)):
+            results.add(r)
+    print(common.table(results.data["rows"], COLUMNS))
+    print(f"wrote {results.path}")
+
+
+if __name__ == "__main__":
+    main()
