@@ -1,6 +1,6 @@
 """A step-only copy of a frozen network that computes the same probed values in less time.
 
-Every optimisation step is a forward and backward of a frozen network in eval mode, so two
+Every optimisation step is a forward and backward of a frozen network in eval mode, so three
 rewrites pay on every step without changing any value a probe reads:
 
 - an eval BatchNorm right after a convolution is a per-channel affine map, folded into the
@@ -14,7 +14,7 @@ rewrites pay on every step without changing any value a probe reads:
 Pairs are found from one real forward (the BatchNorm's input *is* the convolution's output),
 never from module order, and a pair whose convolution output or BatchNorm input is probed is
 left alone. The copy is then checked against the original at the probed layers and, if any
-value differs, the fold is dropped. The original network is never changed: measurements,
+value differs, folding and in-place ReLUs are dropped. The original network is never changed: measurements,
 attribution and callbacks keep using it.
 """
 
