@@ -13,9 +13,10 @@ rewrites pay on every step without changing any value a probe reads:
 
 Pairs are found from one real forward (the BatchNorm's input *is* the convolution's output),
 never from module order, and a pair whose convolution output or BatchNorm input is probed is
-left alone. The copy is then checked against the original at the probed layers and, if any
-value differs, folding and in-place ReLUs are dropped. The original network is never changed: measurements,
-attribution and callbacks keep using it.
+left alone. The copy is then checked against the original at the probed layers, in plain
+float32 whatever precision the caller runs in, and if any value differs, folding and in-place
+ReLUs are dropped. The original network is never changed: measurements, attribution and
+callbacks keep using it.
 """
 
 from __future__ import annotations
@@ -144,13 +145,15 @@ def _probed(pair: tuple[str, str], refs: list[LayerRef]) -> bool:
 
 
 @contextmanager
-def _full_fp32() -> Iterator[None]:
-    """No TF32 inside: both networks' values carry only float32 rounding while compared."""
+def _full_fp32(device_type: str) -> Iterator[None]:
+    """No autocast and no TF32 inside: both networks' values carry only float32 rounding while
+    compared (a caller may be inside a bf16 autocast region)."""
     conv_tf32, matmul = torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
     try:
-        yield
+        with torch.autocast(device_type, enabled=False):
+            yield
     finally:
         torch.backends.cudnn.allow_tf32 = conv_tf32
         torch.set_float32_matmul_precision(matmul)
@@ -192,7 +195,7 @@ def fast_network(
                 module.inplace = True
     fast = FastNet(replace(lm, model=net), pairs, cl)
     if pairs or inplace_relu:
-        with torch.no_grad(), _full_fp32():
+        with torch.no_grad(), _full_fp32(example.device.type):
             want = capture(lm.model, example, refs)
             got = capture(net, example, refs)
         if not _agrees(want, got):

@@ -107,9 +107,9 @@ class MTISearch(L.LightningModule):
     def build_step_net(self) -> FastNet:
         """The network the steps run on (see ``fast_net`` and ``compile``), on this device."""
         if self.fast_net:
-            with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+            with torch.no_grad():
                 example = self.lm.normalize(resize(self.param()[:2], self.lm.input_size[1:]))
-                fast = fast_network(self.lm, self.step_layers(), example)
+            fast = fast_network(self.lm, self.step_layers(), example)
             if fast.note:
                 rank_zero_warn(f"step network: {fast.note}")
         else:

@@ -28,7 +28,8 @@ def test_resnet_folds_and_matches_values_and_gradients(resnet: LoadedModel, imag
     fast = fast_network(resnet, layers, x[:2])
     assert fast.channels_last and fast.note == ""
     assert ("layer1.0.conv1", "layer1.0.bn1") in fast.folded
-    assert len(fast.folded) == 19  # every conv->BN pair of resnet18, downsample paths included
+    # all 20 conv->BN pairs of resnet18 (downsample paths included) but the probed conv's
+    assert len(fast.folded) == 19
     assert isinstance(fast.lm.model.layer1[0].bn1, nn.Identity)
     assert fast.lm.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert fast.lm.model.act1.inplace and not resnet.model.act1.inplace
@@ -136,3 +137,12 @@ def test_vit_has_nothing_to_fold_and_stays_exact(vit: LoadedModel, images) -> No
     torch.testing.assert_close(
         capture(fast.lm.model, x, [layer])[layer], capture(vit.model, x, [layer])[layer]
     )
+
+
+def test_check_runs_in_float32_inside_a_bf16_autocast_region(resnet: LoadedModel, images) -> None:
+    """A caller inside Lightning's bf16 autocast still gets the fold (checked in float32)."""
+    x = resnet.normalize(images(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = fast_network(resnet, ["layer2.1.act2"], x)
+    assert len(fast.folded) == 20 and fast.note == ""
+    assert fast.folded == fast_network(resnet, ["layer2.1.act2"], x).folded

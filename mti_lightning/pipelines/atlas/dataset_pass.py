@@ -136,9 +136,8 @@ class AttributionPass(L.LightningModule):
         channels-last (exact at the layers read; ``core.fastnet``)."""
         if self.fast_net:
             example = self.lm.normalize(torch.rand(2, *self.lm.input_size, device=self.device))
-            with torch.autocast(self.device.type, enabled=False):
-                layers = [*self.layers, *self.readout.layers]
-                self.pass_lm = fast_network(self.lm, layers, example).lm
+            layers = [*self.layers, *self.readout.layers]
+            self.pass_lm = fast_network(self.lm, layers, example).lm
 
     def _empty(self) -> dict[str, torch.Tensor]:
         """Zero-row results of the right shapes (a shard whose every image failed)."""
