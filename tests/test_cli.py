@@ -79,6 +79,7 @@ BAD = [
     (["search.kind=dream"], "search.kind 'dream'"),
     (["search.steps=0"], "search.steps=0"),
     (["search.optimizer=lbfgs"], "unknown optimizer 'lbfgs'"),
+    (["trainer.fast_net=maybe"], "trainer.fast_net='maybe'; must be true or false"),
 ]
 
 

@@ -83,6 +83,9 @@ def prepare(cfg: dict, run_dir: Path) -> Prepared:
     if kind not in KINDS:
         raise MTIConfigError(f"search.kind {kind!r}; valid: {', '.join(KINDS)}")
     check_trainer_options(t["accelerator"], str(t["precision"]), t["devices"])
+    for key in ("compile", "fast_net"):
+        if not isinstance(t.get(key, False), bool):
+            raise MTIConfigError(f"trainer.{key}={t[key]!r}; must be true or false")
     if s["steps"] < 1:
         raise MTIConfigError(f"search.steps={s['steps']}; need at least 1 step")
     m = cfg["model"]

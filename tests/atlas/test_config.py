@@ -27,6 +27,7 @@ def test_defaults_are_valid_and_plain() -> None:
         ({"grid": 0}, ["grid=0"]),
         ({"layers": []}, ["layers"]),
         ({"layout_clip": 0.7}, ["layout_clip"]),
+        ({"fast_net": "off"}, ["fast_net='off'", "true or false"]),
         (
             {
                 "top_activation": 0,

@@ -109,6 +109,10 @@ class AtlasConfig:
     def validate(self) -> None:
         """Raise MTIConfigError naming the first bad option and what would be valid."""
         parse_feature(self.feature)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "bool" and not isinstance(value, bool):
+                raise MTIConfigError(f"{f.name}={value!r}; must be true or false")
         if not self.layers or not all(isinstance(x, str) and x for x in self.layers):
             raise MTIConfigError(
                 f"layers={self.layers!r}; give at least one attribution layer name, e.g. [pool1]"
