@@ -1,10 +1,12 @@
 """Benchmark 6: the step network across architectures, the bare network's forward + backward
-to the input as loaded vs as the steps run it (``core.fastnet``: BatchNorms folded,
-channels-last, in-place ReLUs), at the same batch, to the same mid-network layer.
+to the input as loaded vs as the steps run it (``core.fastnet``: BatchNorms folded, ReLUs
+after max-pools, in-place ReLUs, phase-gradient stems on a CPU, channels-last), at the same
+batch, to the same mid-network layer.
 
-Shows which architectures gain from the rewrites (BatchNorm networks) and which do not
-(LayerNorm networks: ConvNeXt, ViT), and that the rewritten network is exact there: the
-largest difference of the layer's values, relative to their largest magnitude.
+Shows which architectures gain from which rewrites, and that the rewritten network is exact:
+the largest difference of the layer's values relative to their largest magnitude, and the
+L2 error of the input gradient (of a fixed random projection of the values) relative to its
+L2 norm.
 
     python -m benchmarks.bench_step_network --device cpu [--quick] [--out DIR]
 """
@@ -41,12 +43,27 @@ COLUMNS = [
     "batch",
     "precision",
     "batchnorms_folded",
+    "relus_after_pools",
+    "phase_grad_convs",
     "bare_steps_s",
     "fast_steps_s",
     "speedup",
     "max_rel_diff",
+    "grad_rel_l2",
     "build_s",
 ]
+
+
+def _rel(want: torch.Tensor, got: torch.Tensor) -> float:
+    return float((want - got).abs().max() / want.abs().max().clamp_min(1e-12))
+
+
+def _value_and_grad(net: torch.nn.Module, x: torch.Tensor, layer: str) -> tuple:
+    x = x.clone().requires_grad_(True)
+    value = capture(net, x, [layer])[layer]
+    weights = torch.randn(value.shape, generator=torch.Generator().manual_seed(1))
+    (grad,) = torch.autograd.grad((value * weights.to(value.device)).sum(), x)
+    return value.detach(), grad
 
 
 def row(name: str, layer: str, side: int, batch: int, device: str, timing: tuple) -> list[dict]:
@@ -60,10 +77,8 @@ def row(name: str, layer: str, side: int, batch: int, device: str, timing: tuple
     fast = fast_network(lm, [layer], x[:2])
     common.sync(device)
     build = time.perf_counter() - start
-    with torch.no_grad():
-        want = capture(lm.model, x, [layer])[layer]
-        got = capture(fast.lm.model, x, [layer])[layer]
-    diff = float((want - got).abs().max() / want.abs().max().clamp_min(1e-12))
+    want, want_grad = _value_and_grad(lm.model, x, layer)
+    got, got_grad = _value_and_grad(fast.lm.model, x, layer)
     rows = []
     for precision in ["fp32", "bf16"] if device == "cuda" else ["fp32"]:
         bf16 = precision == "bf16"
@@ -82,10 +97,13 @@ def row(name: str, layer: str, side: int, batch: int, device: str, timing: tuple
                 "batch": batch,
                 "precision": precision,
                 "batchnorms_folded": len(fast.folded),
+                "relus_after_pools": len(fast.relus_after_pools),
+                "phase_grad_convs": len(fast.phase_grad),
                 "bare_steps_s": rates["bare"],
                 "fast_steps_s": rates["fast"],
                 "speedup": rates["fast"] / rates["bare"],
-                "max_rel_diff": diff,
+                "max_rel_diff": _rel(want, got),
+                "grad_rel_l2": float((want_grad - got_grad).norm() / want_grad.norm()),
                 "build_s": build,
                 "note": fast.note,
             }

@@ -108,6 +108,16 @@ def python_stack(evt: Any) -> list[str]:
     return frames
 
 
+def in_backward(evt: Any) -> bool:
+    """Whether an event ran inside the autograd engine's backward (a convolution there is a
+    gradient, e.g. the phase-gradient stem's, not a forward)."""
+    while evt is not None:
+        if evt.name.startswith("autograd::engine::evaluate_function"):
+            return True
+        evt = evt.cpu_parent
+    return False
+
+
 def summarise(prof: profile, n: int, device: str) -> dict[str, Any]:
     """Per-step counts and the source lines of the syncs.
 
@@ -119,14 +129,17 @@ def summarise(prof: profile, n: int, device: str) -> dict[str, Any]:
     sync_kinds = DEVICE_SYNCS if device == "cuda" else ("aten::_local_scalar_dense",)
     names: Counter[str] = Counter()
     sites: Counter[str] = Counter()
+    forward_convs = 0
     for evt in prof.events():
         names[evt.name] += 1
+        if evt.name == "aten::convolution" and not in_backward(evt):
+            forward_convs += 1
         if evt.name in sync_kinds:
             sites[site(python_stack(evt))] += 1
     host_only = sum(c for s, c in sites.items() if device == "cpu" and s.startswith(HOST_ONLY))
     return {
         "grid_sample_per_step": names["aten::grid_sampler"] / n,
-        "conv_per_step": names["aten::convolution"] / n,
+        "conv_per_step": forward_convs / n,
         "syncs_per_step": (sum(sites.values()) - host_only) / n,
         "host_only_reads_per_step": host_only / n,
         "sync_events": {k: names[k] for k in SYNC_NAMES if names[k]},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 from collections.abc import Callable
 
@@ -92,3 +93,44 @@ def wrap() -> Callable[..., LoadedModel]:
         )
 
     return make
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _mmapped_bytes() -> int:
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = _MallInfo2
+    return libc.mallinfo2().hblkhd
+
+
+def _served_by_mmap(nbytes: int) -> bool:
+    """Whether a tensor of ``nbytes`` (never touched: only address space) gets its own
+    ``mmap``, as glibc does for large blocks unless told otherwise. Sizes differ per call
+    so that no freed heap block of an earlier call can serve it."""
+    before = _mmapped_bytes()
+    block = torch.empty(nbytes // 4)
+    grew = _mmapped_bytes() - before
+    del block
+    return grew >= nbytes
+
+
+@pytest.fixture
+def served_by_mmap() -> Callable[[int], bool]:
+    """``nbytes -> whether glibc gave a fresh block of that size its own mmap``."""
+    return _served_by_mmap

@@ -1,49 +1,45 @@
 """A step-only copy of a frozen network that computes the same probed values in less time.
 
-Every optimisation step is a forward and backward of a frozen network in eval mode, so three
-rewrites pay on every step without changing any value a probe reads:
+Every optimisation step is a forward and backward of a frozen network in eval mode, so a few
+rewrites pay on every step without changing any value a probe reads or any gradient a step
+follows:
 
-- an eval BatchNorm right after a convolution is a per-channel affine map, folded into the
-  convolution's weight and bias (one memory-bound op less forward and backward);
-- convolutional networks run channels-last, the layout the CPU (oneDNN) and GPU (cuDNN)
-  convolution kernels prefer;
+- an eval BatchNorm right after a convolution is folded into it (``core.bn_fold``);
+- a ReLU right before a max-pool runs after it, on a quarter of the elements
+  (``core.pool_act``);
 - ReLUs work in place (no new activation-sized tensor per ReLU). ``models.freeze`` switched
   that off so that a probe's value could not be overwritten; probes now hand the network a
-  clone of every value they keep, so in the copy it is safe again.
+  clone of every value they keep, so in the copy it is safe again;
+- on a CPU, a few-channel strided stem convolution computes its input gradient by phases, as
+  one stride-1 convolution (``core.phase_grad``);
+- convolutional networks run channels-last, the layout the CPU (oneDNN) and GPU (cuDNN)
+  convolution kernels prefer.
 
-Pairs are found from one real forward (the BatchNorm's input *is* the convolution's output),
-never from module order, and a pair whose convolution output or BatchNorm input is probed is
-left alone. The copy is then checked against the original at the probed layers, in plain
-float32 whatever precision the caller runs in, and if any value differs, folding and in-place
-ReLUs are dropped. The original network is never changed: measurements, attribution and
+Pairs are found from one real forward (``core.module_graph``), never from module order, and a
+rewrite that would change a probed value by construction is not made (a probed pre-BatchNorm
+value, a probed ReLU output). Each kind of rewrite is then checked against the original
+network, in plain float32 whatever precision the caller runs in: the probed values and the
+input gradient of a fixed projection of them must agree, or that kind is dropped and the
+``note`` says so. The original network is never changed: measurements, attribution and
 callbacks keep using it.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
+from mti_lightning.core.bn_fold import conv_bn_pairs, fold_pair
 from mti_lightning.core.models import LoadedModel
+from mti_lightning.core.module_graph import set_module
+from mti_lightning.core.phase_grad import PhaseGradConv2d, phase_grad_pays
+from mti_lightning.core.pool_act import move_relu_after_pool, relu_pool_pairs
 from mti_lightning.core.probes import LayerRef, capture
-
-
-class ActAfterFold(nn.Module):
-    """What is left of a BatchNorm+activation module (timm's ``BatchNormAct2d``) once its
-    normalisation is folded away: its dropout and activation, under the same names."""
-
-    def __init__(self, drop: nn.Module, act: nn.Module):
-        super().__init__()
-        self.drop = drop
-        self.act = act
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.drop(x))
 
 
 @dataclass
@@ -52,6 +48,8 @@ class FastNet:
 
     lm: LoadedModel
     folded: list[tuple[str, str]] = field(default_factory=list)
+    relus_after_pools: list[tuple[str, str]] = field(default_factory=list)
+    phase_grad: list[str] = field(default_factory=list)
     channels_last: bool = False
     note: str = ""
 
@@ -60,88 +58,80 @@ class FastNet:
         inplace = any(getattr(m, "inplace", False) for m in self.lm.model.modules())
         return {
             "batchnorms_folded": len(self.folded),
+            "relus_after_pools": len(self.relus_after_pools),
+            "phase_grad_convs": len(self.phase_grad),
             "channels_last": self.channels_last,
             "inplace_relu": inplace,
             "note": self.note,
         }
 
 
-def _foldable_bn(module: nn.Module) -> bool:
-    plain = type(module) is nn.BatchNorm2d
-    with_act = isinstance(module, nn.BatchNorm2d) and type(module).__name__ == "BatchNormAct2d"
-    return (
-        (plain or with_act) and module.running_mean is not None and module.running_var is not None
-    )
+def _inside(name: str, ancestor: str) -> bool:
+    return name == ancestor or name.startswith(ancestor + ".")
 
 
-def conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, str]]:
-    """``(conv name, batchnorm name)`` where the BatchNorm's input is the conv's output tensor
-    in a forward of ``example`` (so the conv's output feeds the BatchNorm directly)."""
-    convs = {n: m for n, m in model.named_modules() if type(m) is nn.Conv2d}
-    bns = {n: m for n, m in model.named_modules() if _foldable_bn(m)}
-    outputs: dict[int, tuple[str, torch.Tensor]] = {}
-    found: dict[str, str] = {}
-    handles = []
-    for name, conv in convs.items():
-
-        def conv_hook(_m, _args, out, name=name):
-            outputs[id(out)] = (name, out)
-
-        handles.append(conv.register_forward_hook(conv_hook))
-    for name, bn in bns.items():
-
-        def bn_hook(_m, args, name=name):
-            hit = outputs.get(id(args[0])) if args else None
-            if hit is not None and hit[1] is args[0]:
-                found.setdefault(name, hit[0])
-
-        handles.append(bn.register_forward_pre_hook(bn_hook))
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
-    uses: dict[str, int] = {}
-    for conv_name in found.values():
-        uses[conv_name] = uses.get(conv_name, 0) + 1
-    return [(c, b) for b, c in found.items() if uses[c] == 1]
-
-
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
-
-
-def fold_pair(model: nn.Module, conv_name: str, bn_name: str) -> None:
-    """Fold eval BatchNorm ``bn_name`` into convolution ``conv_name`` of ``model`` (in place)."""
-    conv = model.get_submodule(conv_name)
-    bn = model.get_submodule(bn_name)
-    with torch.no_grad():
-        scale = torch.rsqrt(bn.running_var.double() + bn.eps)
-        if bn.weight is not None:
-            scale = scale * bn.weight.double()
-        shift = -bn.running_mean.double() * scale
-        if bn.bias is not None:
-            shift = shift + bn.bias.double()
-        if conv.bias is not None:
-            shift = shift + conv.bias.double() * scale
-        weight = conv.weight.double() * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
-        conv.weight = nn.Parameter(weight.to(conv.weight.dtype), requires_grad=False)
-        conv.bias = nn.Parameter(shift.to(conv.weight.dtype), requires_grad=False)
-    rest = ActAfterFold(bn.drop, bn.act) if type(bn) is not nn.BatchNorm2d else nn.Identity()
-    _set_module(model, bn_name, rest)
-
-
-def _probed(pair: tuple[str, str], refs: list[LayerRef]) -> bool:
+def _fold_probed(pair: tuple[str, str], refs: list[LayerRef]) -> bool:
     conv, bn = pair
-    for ref in refs:
-        if ref.module == conv or ref.module.startswith(conv + "."):
+    return any(_inside(r.module, conv) or (r.module == bn and r.port == "in") for r in refs)
+
+
+def _relu_probed(pair: tuple[str, str], refs: list[LayerRef]) -> bool:
+    """A probe reads the ReLU's output (the ReLU or a module ending with it) or the pool's
+    input: values the move changes."""
+    relu, pool = pair
+    for r in refs:
+        if r.module == pool and r.port == "in":
             return True
-        if ref.module == bn and ref.port == "in":
+        if _inside(relu, r.module) and not _inside(pool, r.module):
             return True
     return False
+
+
+def _fold(net: nn.Module, example: torch.Tensor, refs: list[LayerRef]) -> list:
+    pairs = [p for p in conv_bn_pairs(net, example) if not _fold_probed(p, refs)]
+    for conv_name, bn_name in pairs:
+        fold_pair(net, conv_name, bn_name)
+    return pairs
+
+
+def _relu_after_pool(net: nn.Module, example: torch.Tensor, refs: list[LayerRef]) -> list:
+    pairs = [p for p in relu_pool_pairs(net, example) if not _relu_probed(p, refs)]
+    for relu_name, pool_name in pairs:
+        move_relu_after_pool(net, relu_name, pool_name)
+    return pairs
+
+
+def _inplace_relu(net: nn.Module, example: torch.Tensor, refs: list[LayerRef]) -> list:
+    switched = []
+    for name, module in net.named_modules():
+        if type(module) is nn.ReLU and not module.inplace:
+            module.inplace = True
+            switched.append(name)
+    return switched
+
+
+def _phase_grad(net: nn.Module, example: torch.Tensor, refs: list[LayerRef]) -> list:
+    names = [n for n, m in net.named_modules() if phase_grad_pays(m)]
+    for name in names:
+        set_module(net, name, PhaseGradConv2d.from_conv(net.get_submodule(name)))
+    return names
+
+
+Rewrite = Callable[[nn.Module, torch.Tensor, list[LayerRef]], list]
+REWRITES: dict[str, tuple[Rewrite, str]] = {
+    "fold": (_fold, "folding {n} BatchNorms"),
+    "relu_after_pool": (_relu_after_pool, "moving {n} ReLUs after their max-pools"),
+    "inplace_relu": (_inplace_relu, "in-place ReLUs"),
+    "phase_grad": (_phase_grad, "phase gradients of {n} stem convolutions"),
+}
+
+
+GRAD = "input gradient"
+# relative L2 error allowed in the input gradient: a max-pool window whose two largest values
+# are within float32 rounding of each other sends its gradient either way, which alone moves
+# a deep VGG's input gradient by ~1% in L2 (float32 against float64); a faulty rewrite is off
+# by order one, or raises
+GRAD_TOL = 0.05
 
 
 @contextmanager
@@ -159,10 +149,45 @@ def _full_fp32(device_type: str) -> Iterator[None]:
         torch.set_float32_matmul_precision(matmul)
 
 
-def _agrees(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    for key, value in a.items():
+def _probe(net: nn.Module, example: torch.Tensor, refs: list[LayerRef]) -> dict[str, torch.Tensor]:
+    """The probed values and the input gradient of a fixed random projection of them, in
+    float32 with gradients on (callers may be in ``no_grad`` or inference mode)."""
+    with torch.inference_mode(False), torch.enable_grad(), _full_fp32(example.device.type):
+        x = example.detach().clone().requires_grad_(True)
+        values = capture(net, x, refs)
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        total = sum(
+            (v.float() * torch.randn(v.shape, generator=gen).to(v.device)).sum()
+            for v in values.values()
+        )
+        (grad,) = torch.autograd.grad(total, x, allow_unused=True)
+    out = {k: v.detach() for k, v in values.items()}
+    if grad is not None:
+        out[GRAD] = grad
+    return out
+
+
+def _probe_trial(
+    net: nn.Module, example: torch.Tensor, refs: list[LayerRef]
+) -> dict[str, torch.Tensor] | None:
+    """``_probe`` of a rewritten network; None where its backward fails (an in-place op that
+    overwrote a value the backward needs)."""
+    try:
+        return _probe(net, example, refs)
+    except RuntimeError:
+        return None
+
+
+def _agrees(want: dict[str, torch.Tensor], got: dict[str, torch.Tensor] | None) -> bool:
+    if got is None:
+        return False
+    for key, value in want.items():
+        if key == GRAD:
+            if float((value - got[key]).norm()) > GRAD_TOL * float(value.norm()):
+                return False
+            continue
         scale = float(value.abs().max()) + 1e-6
-        if not torch.allclose(value, b[key], rtol=1e-3, atol=1e-4 * scale):
+        if not torch.allclose(value, got[key], rtol=1e-3, atol=1e-4 * scale):
             return False
     return True
 
@@ -174,35 +199,52 @@ def fast_network(
     fold: bool = True,
     channels_last: bool = True,
     inplace_relu: bool = True,
+    relu_after_pool: bool = True,
+    phase_grad: bool | None = None,
 ) -> FastNet:
     """A copy of ``lm`` for the optimisation step, exact at ``layers`` (see the module doc).
 
-    ``example`` is a normalised input batch on the network's device; it is used once to find
-    the conv->BatchNorm pairs and once to check the copy against the original.
+    ``example`` is a normalised input batch on the network's device; the pairs are found in a
+    forward of it and every kind of rewrite is checked on it. ``phase_grad`` defaults to on
+    for a CPU ``example`` only: that is where it was measured faster.
     """
     refs = [r if isinstance(r, LayerRef) else LayerRef.parse(r) for r in layers]
+    if phase_grad is None:
+        phase_grad = example.device.type == "cpu"
     net = copy.deepcopy(lm.model)
     has_conv = any(isinstance(m, nn.Conv2d) for m in net.modules())
-    pairs = [p for p in conv_bn_pairs(net, example) if not _probed(p, refs)] if fold else []
-    for conv_name, bn_name in pairs:
-        fold_pair(net, conv_name, bn_name)
     cl = channels_last and has_conv and example.dim() == 4
     if cl:
         net.to(memory_format=torch.channels_last)
-    if inplace_relu:
-        for module in net.modules():
-            if type(module) is nn.ReLU:
-                module.inplace = True
-    fast = FastNet(replace(lm, model=net), pairs, cl)
-    if pairs or inplace_relu:
-        with torch.no_grad(), _full_fp32(example.device.type):
-            want = capture(lm.model, example, refs)
-            got = capture(net, example, refs)
-        if not _agrees(want, got):
-            retry = fast_network(lm, refs, example, False, channels_last, False)
-            retry.note = (
-                f"folding {len(pairs)} BatchNorms or in-place ReLUs changed a probed value; "
-                "neither used"
-            )
-            return retry
-    return fast
+    wanted = {
+        "fold": fold,
+        "relu_after_pool": relu_after_pool,
+        "inplace_relu": inplace_relu,
+        "phase_grad": phase_grad,
+    }
+    done: dict[str, list] = {}
+    dropped = []
+    want: dict[str, torch.Tensor] | None = None
+    for kind, (rewrite, label) in REWRITES.items():
+        if not wanted[kind]:
+            continue
+        trial = copy.deepcopy(net)
+        changes = rewrite(trial, example, refs)
+        if not changes:
+            continue
+        if cl:
+            trial.to(memory_format=torch.channels_last)
+        want = want if want is not None else _probe(lm.model, example, refs)
+        if _agrees(want, _probe_trial(trial, example, refs)):
+            net, done[kind] = trial, changes
+        else:
+            dropped.append(label.format(n=len(changes)))
+    note = f"{'; '.join(dropped)}: changed a probed value or gradient, not used" if dropped else ""
+    return FastNet(
+        replace(lm, model=net),
+        folded=done.get("fold", []),
+        relus_after_pools=done.get("relu_after_pool", []),
+        phase_grad=done.get("phase_grad", []),
+        channels_last=cl,
+        note=note,
+    )

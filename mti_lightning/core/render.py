@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from mti_lightning.core.features import Readout
+from mti_lightning.core.heap import keep_freed_memory
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.objectives import Evaluation, Objective
 from mti_lightning.core.probes import capture
@@ -66,18 +67,20 @@ def render(
     opt = torch.optim.Adam(param.parameters(), lr=lr)
     device = next(param.parameters()).device
     losses = []
-    for step in range(steps):
-        draws = sample_draws(transform, n_draws, gen).to(device)
-        images = param()
-        noise = sample_noise(transform, n_draws, lm.input_size[1:], seed * 100_003 + step, device)
-        ev = evaluate(lm, images, objective, readout, draws, transform, noise)
-        loss = -objective.score(ev).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.detach())
-        if callback is not None:
-            callback(step, images.detach())
+    size = lm.input_size[1:]
+    with keep_freed_memory(device.type == "cpu"):
+        for step in range(steps):
+            draws = sample_draws(transform, n_draws, gen).to(device)
+            images = param()
+            noise = sample_noise(transform, n_draws, size, seed * 100_003 + step, device)
+            ev = evaluate(lm, images, objective, readout, draws, transform, noise)
+            loss = -objective.score(ev).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+            if callback is not None:
+                callback(step, images.detach())
     with torch.no_grad():
         images = param()
     return RenderResult(images=images, losses=[float(v) for v in losses])

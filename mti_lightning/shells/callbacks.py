@@ -12,9 +12,11 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from torchvision.utils import make_grid
 
+from mti_lightning.core.fastnet import FastNet, fast_network
 from mti_lightning.core.features import Readout
 from mti_lightning.core.inversion import inversion_objective
 from mti_lightning.core.io import save_png
+from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.parameterizations import FourierImage
 from mti_lightning.core.probes import capture
 from mti_lightning.core.render import render
@@ -123,7 +125,8 @@ class NonFiniteGuard(L.Callback):
 
 class PlusMinusInversions(L.Callback):
     """After the search, invert each final image's attribution at ``layer`` into an
-    excitatory and an inhibitory image (one batched render of 2K images)."""
+    excitatory and an inhibitory image (one batched render of 2K images), on a step network
+    exact at ``layer`` when the search uses one (``fast_net``)."""
 
     def __init__(
         self,
@@ -139,13 +142,20 @@ class PlusMinusInversions(L.Callback):
         self.power, self.seed = power, seed
         self.transform = transform or TransformConfig(scale=(0.9, 1.0), jitter=0.02)
         self.result: dict[str, torch.Tensor] = {}
+        self.step_net: FastNet | None = None
 
     def on_train_end(self, trainer: L.Trainer, module: MTISearch) -> None:
         if module.readout is None:
             return
+        images = module().detach()
+        step_lm = module.lm
+        if module.fast_net:
+            example = module.lm.normalize(resize(images[:2], module.lm.input_size[1:]))
+            self.step_net = fast_network(module.lm, [self.layer], example)
+            step_lm = self.step_net.lm
         self.result = invert(
             module.lm,
-            module().detach(),
+            images,
             module.readout,
             self.layer,
             self.steps,
@@ -154,6 +164,7 @@ class PlusMinusInversions(L.Callback):
             self.power,
             self.transform,
             self.seed,
+            step_lm,
         )
 
 
@@ -168,13 +179,17 @@ def invert(
     power: float,
     transform: TransformConfig,
     seed: int,
+    step_lm: LoadedModel | None = None,
 ) -> dict[str, torch.Tensor]:
-    """+/- inversions of ``images`` and the feature's activation on each."""
+    """+/- inversions of ``images`` and the feature's activation on each; the steps run on
+    ``step_lm`` (a step network exact at ``layer``; ``lm`` itself by default), targets and
+    activations come from ``lm``."""
     k = images.shape[0]
     with torch.inference_mode(False), torch.enable_grad():
         objective = inversion_objective(lm, images, readout, layer, power).to(images.device)
         param = FourierImage(2 * k, lm.input_size[1:], seed=seed).to(images.device)
-        out = render(lm, param, objective, None, steps, lr, draws, transform, seed).images
+        rendered = render(step_lm or lm, param, objective, None, steps, lr, draws, transform, seed)
+    out = rendered.images
     both = Readout(list(readout.specs) * 2, readout.shapes).to(images.device)
     with torch.no_grad():
         acts = capture(lm.model, lm.normalize(resize(out, lm.input_size[1:])), both.layers)

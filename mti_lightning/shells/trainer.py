@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.shells.heap import KeepFreedMemory
 
 PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
@@ -66,7 +67,7 @@ def make_trainer(
     if max_steps < 1:
         raise MTIConfigError(f"steps={max_steps}; a search needs at least 1 step")
     check_trainer_options(accelerator, str(precision), devices)
-    callbacks = list(callbacks)
+    callbacks = [*callbacks, KeepFreedMemory()]
     if checkpoint_every > 0:
         callbacks.append(
             ModelCheckpoint(

@@ -1,15 +1,20 @@
-"""The step network: BatchNorms folded and channels-last, exact at every probed layer."""
+"""The step network: rewritten for speed, exact at every probed layer, values and gradients."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 import torch
 from torch import nn
 
-from mti_lightning.core.fastnet import ActAfterFold, conv_bn_pairs, fast_network
+from mti_lightning.core import fastnet
+from mti_lightning.core.bn_fold import ActAfterFold, conv_bn_pairs
+from mti_lightning.core.fastnet import fast_network
 from mti_lightning.core.models import LoadedModel, freeze, load_model
+from mti_lightning.core.phase_grad import PhaseGradConv2d
+from mti_lightning.core.pool_act import PoolThenAct
 from mti_lightning.core.probes import capture
 
 
@@ -32,9 +37,17 @@ def test_resnet_folds_and_matches_values_and_gradients(resnet: LoadedModel, imag
     assert len(fast.folded) == 19
     assert isinstance(fast.lm.model.layer1[0].bn1, nn.Identity)
     assert fast.lm.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    assert fast.lm.model.act1.inplace and not resnet.model.act1.inplace
+    assert fast.lm.model.layer1[0].act1.inplace and not resnet.model.layer1[0].act1.inplace
+    # the stem's ReLU runs after its max-pool, the stem conv takes the phase-gradient route
+    assert fast.relus_after_pools == [("act1", "maxpool")]
+    assert isinstance(fast.lm.model.act1, nn.Identity)
+    assert isinstance(fast.lm.model.maxpool, PoolThenAct) and fast.lm.model.maxpool.act.inplace
+    assert fast.phase_grad == ["conv1"]
+    assert isinstance(fast.lm.model.conv1, PhaseGradConv2d)
     assert fast.describe() == {
         "batchnorms_folded": 19,
+        "relus_after_pools": 1,
+        "phase_grad_convs": 1,
         "channels_last": True,
         "inplace_relu": True,
         "note": "",
@@ -97,33 +110,44 @@ def test_a_fold_that_changes_a_probed_value_is_dropped(randomize) -> None:
     x = torch.randn(2, 3, 8, 8)
     assert conv_bn_pairs(model, x) == [("conv", "bn")]
     fast = fast_network(lm, ["out"], x)
-    assert fast.folded == [] and "neither used" in fast.note
+    assert fast.folded == [] and "not used" in fast.note
     assert fast.describe()["batchnorms_folded"] == 0 and not fast.describe()["inplace_relu"]
     torch.testing.assert_close(
         capture(fast.lm.model, x, ["out"])["out"], capture(model, x, ["out"])["out"]
     )
 
 
-class _ReusedPreActivation(nn.Module):
-    """The ReLU's input is used again afterwards: an in-place ReLU would change the sum."""
+class _ConvReluOut(nn.Module):
+    """conv -> ``combine(y, relu)`` -> out, for ReLUs an in-place rewrite would break."""
 
-    def __init__(self) -> None:
+    def __init__(self, combine: Callable) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
         self.act = nn.ReLU()
         self.out = nn.Identity()
+        self.combine = combine
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
-        return self.out(self.act(y) + y)
+        return self.out(self.combine(self.conv(x), self.act))
+
+
+def _reuses_pre_activation(y: torch.Tensor, relu: nn.Module) -> torch.Tensor:
+    """The ReLU's input is used again afterwards: in place, the sum would change."""
+    return relu(y) + y
+
+
+def _saves_for_backward(y: torch.Tensor, relu: nn.Module) -> torch.Tensor:
+    """``y ** 2`` keeps ``y`` for its backward before the ReLU: in place, the values stay
+    right but the backward would read an overwritten ``y``."""
+    return y**2 + relu(y)
 
 
 def test_an_in_place_relu_that_changes_a_probed_value_is_dropped() -> None:
-    model = _ReusedPreActivation()
+    model = _ConvReluOut(_reuses_pre_activation)
     lm = LoadedModel("reused", freeze(model), (3, 8, 8), (0.0,) * 3, (1.0,) * 3, False)
     x = torch.randn(2, 3, 8, 8)
     fast = fast_network(lm, ["out"], x)
-    assert not fast.lm.model.act.inplace and "neither used" in fast.note
+    assert not fast.lm.model.act.inplace and "not used" in fast.note
     torch.testing.assert_close(
         capture(fast.lm.model, x, ["out"])["out"], capture(model, x, ["out"])["out"]
     )
@@ -146,3 +170,28 @@ def test_check_runs_in_float32_inside_a_bf16_autocast_region(resnet: LoadedModel
         fast = fast_network(resnet, ["layer2.1.act2"], x)
     assert len(fast.folded) == 20 and fast.note == ""
     assert fast.folded == fast_network(resnet, ["layer2.1.act2"], x).folded
+
+
+def test_a_rewrite_that_breaks_the_backward_is_dropped() -> None:
+    model = _ConvReluOut(_saves_for_backward)
+    lm = LoadedModel("saved", freeze(model), (3, 8, 8), (0.0,) * 3, (1.0,) * 3, False)
+    x = torch.randn(2, 3, 8, 8)
+    fast = fast_network(lm, ["out"], x)
+    assert not fast.lm.model.act.inplace
+    assert fast.note == "in-place ReLUs: changed a probed value or gradient, not used"
+    x.requires_grad_(True)
+    capture(fast.lm.model, x, ["out"])["out"].sum().backward()
+
+
+@pytest.mark.slow
+def test_a_max_pool_network_keeps_its_rewrites(monkeypatch) -> None:
+    """Max-pool near-ties route float32 gradients either way (here the rewrites move vgg's
+    input gradient by more than 1e-4 in L2); the check tolerates that."""
+    torch.manual_seed(0)
+    lm = load_model("vgg11_bn", input_size=(3, 128, 128))
+    x = lm.normalize(torch.rand(2, 3, 128, 128))
+    fast = fast_network(lm, ["features.21"], x)
+    assert fast.note == ""
+    assert len(fast.folded) == 8 and len(fast.relus_after_pools) == 5
+    monkeypatch.setattr(fastnet, "GRAD_TOL", 1e-4)
+    assert "changed a probed value or gradient" in fast_network(lm, ["features.21"], x).note

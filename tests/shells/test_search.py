@@ -141,7 +141,9 @@ class _Losses(L.Callback):
 
 
 def test_fast_step_network_gives_the_same_search(tmp_path, randomize):
-    """Folded BatchNorms and channels-last change the step's speed, not its values."""
+    """The step network (BatchNorms folded, the stem's ReLU after its pool, phase-gradient
+    stem, channels-last) changes the speed of the steps and of the +/- inversions after the
+    search, not their values."""
     torch.manual_seed(0)
     net = load_model("resnet18", input_size=(3, 32, 32))
     randomize(net.model)
@@ -158,13 +160,19 @@ def test_fast_step_network_gives_the_same_search(tmp_path, randomize):
             fast_net=fast,
         )
         losses = _Losses()
-        _fit(search, 5, tmp_path / str(fast), [losses])
-        runs[fast] = (losses.values, search().detach(), search.step_net)
+        inv = PlusMinusInversions(CAM, steps=5, draws=2)
+        _fit(search, 5, tmp_path / str(fast), [losses, inv])
+        runs[fast] = (losses.values, search().detach(), search.step_net, inv.result)
+        assert (inv.step_net is not None and inv.step_net.phase_grad == ["conv1"]) is fast
     assert runs[True][2].folded and runs[True][2].channels_last
+    assert runs[True][2].relus_after_pools == [("act1", "maxpool")]
+    assert runs[True][2].phase_grad == ["conv1"]
     assert not runs[False][2].folded and runs[False][2].lm is net
     assert isinstance(net.model.layer1[0].bn1, torch.nn.BatchNorm2d)  # the original is kept
     torch.testing.assert_close(runs[True][0], runs[False][0], rtol=1e-3, atol=1e-4)
     torch.testing.assert_close(runs[True][1], runs[False][1], rtol=0, atol=1e-3)
+    for key in ("plus", "minus"):
+        torch.testing.assert_close(runs[True][3][key], runs[False][3][key], rtol=0, atol=1e-3)
 
 
 @pytest.mark.slow

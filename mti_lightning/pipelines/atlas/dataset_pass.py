@@ -41,6 +41,7 @@ from mti_lightning.pipelines.atlas.data import (
     shard_name,
     shard_ranges,
 )
+from mti_lightning.shells.heap import KeepFreedMemory
 from mti_lightning.shells.trainer import check_trainer_options
 
 Window = tuple[int, int, int, int]
@@ -270,7 +271,7 @@ def run_pass(setup: PassSetup, cfg: AtlasConfig, shard_dir: Path) -> dict[str, A
         strategy=cfg.strategy,
         precision=cfg.precision,
         logger=False,
-        callbacks=[writer],
+        callbacks=[writer, KeepFreedMemory()],
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
