@@ -8,7 +8,10 @@ one ``spatial_channel_cosim`` term per image with ``batch=i`` and crop bounds, `
 ``uniform_gaussian_noise`` transforms, ``nb_transforms`` draws), on the same network and
 targets, fp32. Bare: the same network to the cam layer, forward + backward to the input on
 the same 2 x draws batch; fast bare: the same on the step network ours runs (BatchNorms
-folded, channels-last; ``core.fastnet``). All timed interleaved in one process.
+folded, channels-last; ``core.fastnet``), with freed memory kept in the heap as ours keeps
+it on a CPU (``core.heap``). On a CPU faccent is also timed with the heap kept (the same
+process setting ours makes), to show how much of the difference that setting alone explains.
+All timed interleaved in one process.
 
     python -m benchmarks.bench_inversion --device cpu [--quick] [--out DIR]
 """
@@ -48,9 +51,11 @@ COLUMNS = [
     "precision",
     "ours_steps_s",
     "faccent_steps_s",
+    "faccent_heap_steps_s",
     "bare_steps_s",
     "fast_bare_steps_s",
     "ours_vs_faccent",
+    "ours_vs_faccent_heap",
     "ours_time_vs_bare",
     "ours_time_vs_fast_bare",
 ]
@@ -151,6 +156,8 @@ def bench(
                 fc, lm, search.search.objective, canvas, draws, args.device, warmup
             ),
         }
+        if args.device == "cpu":  # how much of the lead the kept heap alone explains
+            runners["faccent_heap"] = common.heap_kept(runners["faccent"])
         for run in runners.values():  # first-call costs (allocations, cuDNN autotuning)
             run(1)
         rates = common.interleave(runners, steps, chunk)
@@ -169,6 +176,10 @@ def bench(
                 "bare_steps_s": rates["bare"],
                 "fast_bare_steps_s": rates["fast_bare"],
                 "ours_vs_faccent": rates["ours"] / rates["faccent"],
+                "faccent_heap_steps_s": rates.get("faccent_heap"),
+                "ours_vs_faccent_heap": rates["ours"] / rates["faccent_heap"]
+                if "faccent_heap" in rates
+                else None,
                 "ours_time_vs_bare": rates["bare"] / rates["ours"],
                 "ours_time_vs_fast_bare": rates["fast_bare"] / rates["ours"],
                 "steps_timed": steps,

@@ -34,8 +34,14 @@ MODELS = [
     ("vit_tiny_patch16_224", "blocks.7"),
     ("curvenet", "bn2"),
 ]
-# per setting: input side (0: the model's own), batch, timed steps, chunk
-SETTINGS = {"cuda": (224, 64, 30, 10), "cpu": (128, 8, 4, 2), "quick": (64, 2, 2, 1)}
+# per setting: input side (0: the model's own), batch, least timed steps, seconds per
+# contender (small models get more steps until their timing spans that long), chunks
+SETTINGS = {
+    "cuda": (224, 64, 30, 0.5, 3),
+    "cpu": (128, 8, 4, 4.0, 4),
+    "quick": (64, 2, 2, 0.0, 1),
+}
+MAX_STEPS = 1000
 COLUMNS = [
     "model",
     "layer",
@@ -68,7 +74,7 @@ def _value_and_grad(net: torch.nn.Module, x: torch.Tensor, layer: str) -> tuple:
 
 def row(name: str, layer: str, side: int, batch: int, device: str, timing: tuple) -> list[dict]:
     """fp32 (and bf16 on a GPU) rows of one model."""
-    steps, chunk = timing
+    least, seconds, chunks = timing
     torch.manual_seed(0)
     own_size = name == "curvenet" or "vit" in name  # fixed input sizes
     lm = load_model(name, device=device, input_size=None if own_size else (3, side, side))
@@ -88,7 +94,9 @@ def row(name: str, layer: str, side: int, batch: int, device: str, timing: tuple
         }
         for run in runners.values():
             run(1)
-        rates = common.interleave(runners, steps, chunk)
+        per_step = runners["bare"](2) / 2
+        steps = min(MAX_STEPS, max(least, int(seconds / per_step)))
+        rates = common.interleave(runners, steps, max(1, steps // chunks))
         rows.append(
             {
                 "model": name,
@@ -105,6 +113,7 @@ def row(name: str, layer: str, side: int, batch: int, device: str, timing: tuple
                 "max_rel_diff": _rel(want, got),
                 "grad_rel_l2": float((want_grad - got_grad).norm() / want_grad.norm()),
                 "build_s": build,
+                "steps_timed": steps,
                 "note": fast.note,
             }
         )
@@ -114,16 +123,23 @@ def row(name: str, layer: str, side: int, batch: int, device: str, timing: tuple
 def main() -> None:
     args = common.parse_args(__doc__.split("\n\n")[0])
     common.setup(args)
-    side, batch, steps, chunk = SETTINGS["quick" if args.quick else args.device]
+    side, batch, least, seconds, chunks = SETTINGS["quick" if args.quick else args.device]
     models = MODELS[:1] + MODELS[-1:] if args.quick else MODELS
     results = common.Results(
         args.out,
         "step_network",
         args,
-        {"models": models, "side": side, "batch": batch, "steps": steps, "chunk": chunk},
+        {
+            "models": models,
+            "side": side,
+            "batch": batch,
+            "least_steps": least,
+            "seconds_per_contender": seconds,
+            "chunks": chunks,
+        },
     )
     for name, layer in models:
-        for r in row(name, layer, side, batch, args.device, (steps, chunk)):
+        for r in row(name, layer, side, batch, args.device, (least, seconds, chunks)):
             results.add(r)
     print(common.table(results.data["rows"], COLUMNS))
     print(f"wrote {results.path}")

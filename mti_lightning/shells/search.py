@@ -38,8 +38,8 @@ class MTISearch(L.LightningModule):
     ``readout`` is evaluated every step (None when the objective needs no feature value, e.g.
     an inversion); ``measure_readout`` (default ``readout``) gives the features measured at
     start and end, with energies at ``metric_layer`` (the tension layer of an MTI search).
-    ``fast_net`` runs the steps on a copy of the network with BatchNorms folded into their
-    convolutions and channels-last memory (exact at the probed layers; ``core.fastnet``);
+    ``fast_net`` runs the steps on a copy of the network rewritten for speed (BatchNorms
+    folded, ReLUs after max-pools, ...; exact at the probed layers; ``core.fastnet``);
     ``compile`` compiles that step network's forward.
     """
 

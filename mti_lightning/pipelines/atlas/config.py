@@ -52,7 +52,7 @@ class AtlasConfig:
     devices: int = 1
     strategy: str = "auto"
     precision: str = "32"
-    fast_net: bool = True  # pass and icons on a copy: BatchNorms folded, channels-last
+    fast_net: bool = True  # pass and icons on a copy rewritten for speed (core.fastnet)
     # selection: the union of these top/bottom-k sets (0 switches a criterion off)
     top_activation: int = 300
     bottom_activation: int = 300

@@ -133,8 +133,8 @@ class AttributionPass(L.LightningModule):
         self.pass_lm = setup.lm
 
     def on_predict_start(self) -> None:
-        """With ``fast_net``, attribute on a copy of the network with BatchNorms folded and
-        channels-last (exact at the layers read; ``core.fastnet``)."""
+        """With ``fast_net``, attribute on a copy of the network rewritten for speed (exact at
+        the layers read; ``core.fastnet``)."""
         if self.fast_net:
             example = self.lm.normalize(torch.rand(2, *self.lm.input_size, device=self.device))
             layers = [*self.layers, *self.readout.layers]
