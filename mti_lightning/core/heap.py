@@ -12,6 +12,7 @@ outermost user leaves. Only glibc has these knobs; elsewhere this does nothing."
 from __future__ import annotations
 
 import ctypes
+import functools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,8 +26,9 @@ _lock = threading.Lock()
 _users = 0
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
-    """The C library the process runs on, if it is glibc (it has ``mallopt``)."""
+    """The C library the process runs on, if it is glibc (it has ``mallopt``); looked up once."""
     try:
         lib = ctypes.CDLL(None)
     except OSError:

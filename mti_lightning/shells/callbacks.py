@@ -188,7 +188,8 @@ def invert(
     with torch.inference_mode(False), torch.enable_grad():
         objective = inversion_objective(lm, images, readout, layer, power).to(images.device)
         param = FourierImage(2 * k, lm.input_size[1:], seed=seed).to(images.device)
-        rendered = render(step_lm or lm, param, objective, None, steps, lr, draws, transform, seed)
+        net = step_lm if step_lm is not None else lm
+        rendered = render(net, param, objective, None, steps, lr, draws, transform, seed)
     out = rendered.images
     both = Readout(list(readout.specs) * 2, readout.shapes).to(images.device)
     with torch.no_grad():
