@@ -41,8 +41,27 @@ def check_trainer_options(accelerator: str, precision: str, devices: Any) -> Non
         )
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 convolutions and matmuls in hardware (oneDNN's test)."""
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The instruction-set flags the kernel reports for this CPU (empty where unreadable)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def cpu_has_bf16(flags: set[str] | None = None) -> bool:
+    """Whether this CPU computes bf16 convolutions and matmuls in hardware: bf16 instructions
+    (AVX512-BF16, AMX) in its flags, or oneDNN's own test (AVX-512 cores)."""
+    flags = cpu_flags() if flags is None else flags
+    if any(f in flags for f in NATIVE_BF16_FLAGS):
+        return True
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):

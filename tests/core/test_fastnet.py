@@ -183,15 +183,79 @@ def test_a_rewrite_that_breaks_the_backward_is_dropped() -> None:
     capture(fast.lm.model, x, ["out"])["out"].sum().backward()
 
 
+class _ConvBnPool(nn.Module):
+    """conv (1x1, one output channel reading input channel 0 only) -> BN -> ReLU -> max-pool:
+    every value is one rounded product, whatever kernels the CPU picks."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(1)
+        self.act = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([0.7, 0.0, 0.0]).view(1, 3, 1, 1))
+            self.bn.weight.fill_(0.5)
+            self.bn.running_var.fill_(1.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.act(self.bn(self.conv(x))))
+
+
+def _tie_pair(model: _ConvBnPool, folded: nn.Conv2d) -> tuple[float, float]:
+    """Two inputs ``a < b`` that the network rounds to one value before its pool but the
+    folded conv does not, or the other way round (found with this CPU's own kernels), so a
+    pool window holding both routes its gradient to ``a`` in one network and ``b`` in the other."""
+    a = (torch.tensor(0.5).view(torch.int32) + torch.arange(4096, dtype=torch.int32)).view(
+        torch.float32
+    )  # consecutive float32 numbers from 0.5 up
+    x = torch.zeros(1, 3, 1, a.numel())
+    x[0, 0, 0] = a
+    with torch.no_grad():
+        ref = model.bn(model.conv(x)).flatten()
+        fast = folded(x).flatten()
+    ties_ref, ties_fast = ref[1:] == ref[:-1], fast[1:] == fast[:-1]
+    (k,) = torch.nonzero(ties_ref != ties_fast)[0].tolist()
+    return float(a[k]), float(a[k + 1])
+
+
+def test_a_pool_near_tie_moves_the_gradient_within_tolerance(monkeypatch) -> None:
+    """A max-pool window whose two largest values are within float32 rounding sends its
+    gradient either way once BatchNorms are folded. Built on purpose here (one window of 256
+    holds such a tie): the check tolerates it at its default tolerance, and drops the fold
+    when the tolerance is tighter than what the tie moves."""
+    model = _ConvBnPool().eval()
+    lm = LoadedModel("tie", freeze(model), (3, 32, 32), (0.0,) * 3, (1.0,) * 3, False)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.zeros(1, 3, 32, 32)
+    x[0, 0] = 0.2 * torch.rand(32, 32, generator=gen)  # every window's others are small
+    x[0, 0, ::2, ::2] = 1.0 + torch.rand(16, 16, generator=gen)  # each window's winner
+    refs = [fastnet.LayerRef.parse("pool")]
+    grad = fastnet._probe(lm.model, x, refs)[fastnet.GRAD][0, 0, ::2, ::2]
+    share = 2**0.5 * grad.abs() / grad.norm()
+    # the window whose swapped gradient moves the whole gradient by closest to 1% (L2)
+    i, j = divmod(int((share.log() - torch.tensor(0.01).log()).abs().argmin()), 16)
+    folded = fast_network(lm, ["pool"], x, relu_after_pool=False, inplace_relu=False)
+    a, b = _tie_pair(model, folded.lm.model.conv)
+    x[0, 0, 2 * i, 2 * j], x[0, 0, 2 * i, 2 * j + 1] = a, b
+    moved = float(share[i, j])
+    assert 1e-3 < moved < 0.03
+
+    fast = fast_network(lm, ["pool"], x)
+    assert fast.note == "" and fast.folded == [("conv", "bn")]
+    got = fastnet._probe(fast.lm.model, x, refs)[fastnet.GRAD]
+    want = fastnet._probe(lm.model, x, refs)[fastnet.GRAD]
+    torch.testing.assert_close(float((got - want).norm() / want.norm()), moved, rtol=1e-3, atol=0)
+    monkeypatch.setattr(fastnet, "GRAD_TOL", 1e-4)
+    assert "folding 1 BatchNorms" in fast_network(lm, ["pool"], x).note
+
+
 @pytest.mark.slow
-def test_a_max_pool_network_keeps_its_rewrites(monkeypatch) -> None:
-    """Max-pool near-ties route float32 gradients either way (here the rewrites move vgg's
-    input gradient by more than 1e-4 in L2); the check tolerates that."""
+def test_a_max_pool_network_keeps_its_rewrites() -> None:
+    """VGG's float32 max-pool near-ties move its input gradient by well under the tolerance."""
     torch.manual_seed(0)
     lm = load_model("vgg11_bn", input_size=(3, 128, 128))
     x = lm.normalize(torch.rand(2, 3, 128, 128))
     fast = fast_network(lm, ["features.21"], x)
     assert fast.note == ""
     assert len(fast.folded) == 8 and len(fast.relus_after_pools) == 5
-    monkeypatch.setattr(fastnet, "GRAD_TOL", 1e-4)
-    assert "changed a probed value or gradient" in fast_network(lm, ["features.21"], x).note

@@ -20,3 +20,18 @@ def test_bf16_on_cpu_warns_only_where_it_is_emulated() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_trainer_options("cpu", "32", 1)
+
+
+def test_native_bf16_cpus_are_recognised_from_their_flags(tmp_path, monkeypatch) -> None:
+    """AVX512-BF16 or AMX in /proc/cpuinfo's flags: hardware bf16, so no 'emulated' warning."""
+    from mti_lightning.shells import trainer
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile\n")
+    assert {"avx2", "avx512_bf16", "amx_tile"} <= trainer.cpu_flags(info)
+    assert trainer.cpu_flags(tmp_path / "missing") == set()
+    assert cpu_has_bf16({"avx2", "avx512_bf16"}) and cpu_has_bf16({"amx_bf16"})
+    monkeypatch.setattr(trainer, "cpu_flags", lambda: {"avx2", "amx_bf16", "amx_tile"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_trainer_options("cpu", "bf16-mixed", 1)
