@@ -33,9 +33,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from benchmarks import common
-from mti_lightning.pipelines.atlas.config import AtlasConfig
-from mti_lightning.pipelines.atlas.data import ShardDataset
-from mti_lightning.pipelines.atlas.dataset_pass import PassSetup, prepare, run_pass
+from mti_lightning.atlas.config import AtlasConfig
+from mti_lightning.atlas.data import ShardDataset
+from mti_lightning.atlas.dataset_pass import PassSetup, prepare, run_pass
 
 # model, batch, images on the device (ours), faccent batches, JPEG files, input side
 CONFIGS = {

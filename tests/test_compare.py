@@ -19,7 +19,7 @@ from torch import nn
 
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.models import load_model
-from mti_lightning.pipelines.layer_choice import (
+from mti_lightning.search.layer_choice import (
     attribution_layer_for,
     layer_at_depth,
     position_for,
@@ -97,7 +97,7 @@ def test_a_model_without_blocks_or_activations_is_a_clear_error():
     ids=["vit", "resnet", "curvenet"],
 )
 def test_search_with_depth_and_auto_attribution(tmp_path, overrides, layer, position, attribution):
-    from mti_lightning.pipelines.search_job import prepare
+    from mti_lightning.search.job import prepare
 
     prepared = prepare(_compose(["experiment=mti_depth", *overrides]), tmp_path)
     assert {(s.layer, s.position) for s in prepared.specs} == {(layer, position)}
@@ -116,7 +116,7 @@ SEARCH_BAD = [
 
 @pytest.mark.parametrize("override,message", SEARCH_BAD, ids=[b[1][:20] for b in SEARCH_BAD])
 def test_bad_depth_in_a_search(tmp_path, override, message):
-    from mti_lightning.pipelines.search_job import prepare
+    from mti_lightning.search.job import prepare
 
     with pytest.raises(MTIConfigError, match=re.escape(message)):
         prepare(_compose(["experiment=mti_depth", *override]), tmp_path)
@@ -135,7 +135,7 @@ COMPARE_BAD = [
 
 @pytest.mark.parametrize("override,message", COMPARE_BAD, ids=[b[1][:24] for b in COMPARE_BAD])
 def test_bad_compare_input_is_a_clear_error_before_any_work(tmp_path, override, message):
-    from mti_lightning.pipelines.compare import run_compare
+    from mti_lightning.compare.run import run_compare
 
     with pytest.raises(MTIConfigError, match=re.escape(message)):
         run_compare(_compose([*TINY_COMPARE, "logger=csv", *override]), tmp_path)
@@ -143,8 +143,8 @@ def test_bad_compare_input_is_a_clear_error_before_any_work(tmp_path, override, 
 
 
 def test_compare_measures_the_same_random_init_weights_its_search_loads(tmp_path):
-    from mti_lightning.pipelines.compare import plan_model
-    from mti_lightning.pipelines.search_job import prepare
+    from mti_lightning.compare.run import plan_model
+    from mti_lightning.search.job import prepare
 
     cfg = _compose([*TINY_COMPARE, "logger=csv"])
     plan = plan_model("test_resnet", cfg, ["test_resnet"])
@@ -157,7 +157,7 @@ def test_compare_measures_the_same_random_init_weights_its_search_loads(tmp_path
 
 
 def test_compare_stages_resume_from_the_run_directory(tmp_path):
-    from mti_lightning.pipelines.compare import run_compare
+    from mti_lightning.compare.run import run_compare
 
     cfg = _compose([*TINY_COMPARE, "models=[curvenet]", "logger=csv", "compare.n_images=3"])
     first = run_compare(cfg, tmp_path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mti_lightning.pipelines.curvenet_report import run_report, tuning_strength, tuning_table
+from mti_lightning.world.curvenet_report import run_report, tuning_strength, tuning_table
 
 
 def test_tuning_table_and_strength_on_known_values():

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from mti_lightning.core.zoo.toys import AbsToy, XorToy, build_toy
-from mti_lightning.pipelines.toy_analysis import (
+from mti_lightning.world.toy_analysis import (
     COLUMNS,
     HIDDEN_LAYER,
     INPUT_LAYER,

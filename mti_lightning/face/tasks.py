@@ -11,7 +11,7 @@ from mti_lightning.core.errors import MTIConfigError
 
 
 def _search(cfg: dict[str, Any], run_dir: Path) -> None:
-    from mti_lightning.pipelines.search_job import run_search_job
+    from mti_lightning.search.job import run_search_job
 
     run_search_job(cfg, run_dir)
 
@@ -41,7 +41,7 @@ def _shipped_recipe() -> Path:
 
 
 def _toys(cfg: dict[str, Any], run_dir: Path) -> None:
-    from mti_lightning.pipelines.toy_analysis import run_toy, summary_text
+    from mti_lightning.world.toy_analysis import run_toy, summary_text
     from mti_lightning.world.train_toys import ToyConfig
 
     t = cfg["toys"]
@@ -61,27 +61,27 @@ def _toys(cfg: dict[str, Any], run_dir: Path) -> None:
 
 
 def _curvenet_report(cfg: dict[str, Any], run_dir: Path) -> None:
-    from mti_lightning.pipelines.curvenet_report import run_report
+    from mti_lightning.world.curvenet_report import run_report
 
     r = cfg["report"]
     print(run_report(run_dir, r["layer"], r["units"], r["steps"], r["n_images"]))
 
 
 def _compare(cfg: dict[str, Any], run_dir: Path) -> None:
-    from mti_lightning.pipelines.compare import run_compare
+    from mti_lightning.compare.run import run_compare
 
     run_compare(cfg, run_dir)
 
 
 def _aggregate(cfg: dict[str, Any], run_dir: Path) -> None:
-    from mti_lightning.pipelines.aggregate import run_aggregate
+    from mti_lightning.compare.aggregate import run_aggregate
 
     run_aggregate(cfg, run_dir)
 
 
 def _atlas(cfg: dict[str, Any], run_dir: Path) -> None:
-    from mti_lightning.pipelines.atlas import AtlasConfig, run_atlas
-    from mti_lightning.pipelines.tracking import logger_from_config
+    from mti_lightning.atlas import AtlasConfig, run_atlas
+    from mti_lightning.shells.loggers import logger_from_config
 
     atlas = AtlasConfig.from_dict(cfg["atlas"])
     logger = logger_from_config(cfg, run_dir)

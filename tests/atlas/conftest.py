@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mti_lightning.pipelines.atlas import AtlasConfig, run_atlas
+from mti_lightning.atlas import AtlasConfig, run_atlas
 
 N_IMAGES = 80
 

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
+from mti_lightning.atlas import AtlasConfig
+from mti_lightning.atlas.__main__ import parser
 from mti_lightning.core.errors import MTIConfigError
-from mti_lightning.pipelines.atlas import AtlasConfig
-from mti_lightning.pipelines.atlas.__main__ import parser
 
 
 def test_defaults_are_valid_and_plain() -> None:

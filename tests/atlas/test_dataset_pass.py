@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import N_IMAGES, tiny_config, write_folder
 
+from mti_lightning.atlas import run_atlas
+from mti_lightning.atlas.data import TorchvisionSource
+from mti_lightning.atlas.dataset_pass import load_pass, prepare, recompute_maps
 from mti_lightning.core.errors import MTIConfigError
-from mti_lightning.pipelines.atlas import run_atlas
-from mti_lightning.pipelines.atlas.data import TorchvisionSource
-from mti_lightning.pipelines.atlas.dataset_pass import load_pass, prepare, recompute_maps
 
 
 def test_corrupt_images_are_skipped_and_counted(image_folder: Path, tmp_path: Path) -> None:

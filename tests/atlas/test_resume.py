@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from conftest import N_IMAGES, tiny_config
 
+from mti_lightning.atlas import AtlasConfig, run_atlas
+from mti_lightning.atlas.dataset_pass import load_pass
 from mti_lightning.core.io import load_tensors
-from mti_lightning.pipelines.atlas import AtlasConfig, run_atlas
-from mti_lightning.pipelines.atlas.dataset_pass import load_pass
 
 
 def cli_args(cfg: AtlasConfig) -> list[str]:
@@ -43,7 +43,7 @@ def _shards(run_dir: Path) -> list[Path]:
 def test_killed_pass_resumes_at_the_missing_shards(image_folder: Path, tmp_path: Path) -> None:
     cfg = tiny_config(image_folder, shard_size=2, batch_size=2)
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "mti_lightning.pipelines.atlas", "--run-dir", str(killed)]
+    cmd = [sys.executable, "-m", "mti_lightning.atlas", "--run-dir", str(killed)]
     cmd += ["--stage", "dataset_pass", *cli_args(cfg)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import tiny_config
 
-from mti_lightning.pipelines.atlas import run_atlas
+from mti_lightning.atlas import run_atlas
 
 
 def test_atlas_stage_logs_image_and_table(

@@ -23,10 +23,9 @@ from mti_lightning.core.models import LoadedModel, load_model
 from mti_lightning.core.objectives import Activation, L2ToSeed, Objective, Tension
 from mti_lightning.core.parameterizations import make_parameterization
 from mti_lightning.core.transforms import TransformConfig
-from mti_lightning.pipelines.layer_choice import auto_attribution_layer, resolve_target
-from mti_lightning.pipelines.summary import format_table, summary_figure, summary_rows
-from mti_lightning.pipelines.targets import parse_targets
-from mti_lightning.pipelines.tracking import logger_from_config
+from mti_lightning.search.layer_choice import auto_attribution_layer, resolve_target
+from mti_lightning.search.summary import format_table, summary_figure, summary_rows
+from mti_lightning.search.targets import parse_targets
 from mti_lightning.shells.callbacks import (
     ImageSnapshots,
     NonFiniteGuard,
@@ -35,6 +34,7 @@ from mti_lightning.shells.callbacks import (
     TransparencyMaps,
 )
 from mti_lightning.shells.draws import DrawDataModule
+from mti_lightning.shells.loggers import logger_from_config
 from mti_lightning.shells.search import MTISearch
 from mti_lightning.shells.trainer import check_trainer_options, make_trainer
 

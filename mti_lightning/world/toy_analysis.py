@@ -17,7 +17,7 @@ zero by construction; there, only the hidden layer can show a single feature's f
 Superposition predicts tension on ``pair`` inputs: a hidden unit shared by two features carries
 the other feature's interference into an output, which is inhibited to cancel it.
 
-``python -m mti_lightning.pipelines.toy_analysis --out DIR`` trains (or reloads) the toys and
+``python -m mti_lightning.world.toy_analysis --out DIR`` trains (or reloads) the toys and
 writes ``DIR/toy_<kind>_tension.{csv,txt,png}``.
 """
 

@@ -21,10 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mti_lightning.core.errors import MTIConfigError
-from mti_lightning.core.io import load_tensors, save_png, save_tensors, write_json
-from mti_lightning.core.transforms import TransformConfig
-from mti_lightning.pipelines.atlas import (
+from mti_lightning.atlas import (
     compose,
     dataset_pass,
     embedding,
@@ -33,7 +30,10 @@ from mti_lightning.pipelines.atlas import (
     selection,
     viewer,
 )
-from mti_lightning.pipelines.atlas.config import AtlasConfig
+from mti_lightning.atlas.config import AtlasConfig
+from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.core.io import load_tensors, save_png, save_tensors, write_json
+from mti_lightning.core.transforms import TransformConfig
 
 STAGES = ("dataset_pass", "selection", "scatter", "embedding", "icons", "atlas", "viewer")
 UPSTREAM: dict[str, tuple[str, ...]] = {

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.io import atomic_write, write_text
-from mti_lightning.pipelines.tables import log_to_wandb, text_table, write_csv
+from mti_lightning.shells.tables import log_to_wandb, text_table, write_csv
 
 COLUMNS = (
     "run",

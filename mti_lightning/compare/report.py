@@ -9,15 +9,13 @@ search found a tenser image than the data holds).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from mti_lightning.compare.plan import Plan
 from mti_lightning.core.io import atomic_write, write_text
-from mti_lightning.pipelines.tables import log_to_wandb, text_table, write_csv
-
-if TYPE_CHECKING:
-    from mti_lightning.pipelines.compare import Plan
+from mti_lightning.shells.tables import log_to_wandb, text_table, write_csv
 
 COLUMNS = (
     "model",

@@ -26,6 +26,14 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
+from mti_lightning.atlas.config import AtlasConfig
+from mti_lightning.atlas.data import (
+    ImageSource,
+    ShardDataset,
+    resolve_source,
+    shard_name,
+    shard_ranges,
+)
 from mti_lightning.core.attribution import attribution_from, crop_bounds, energies
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.fastnet import fast_network
@@ -33,14 +41,6 @@ from mti_lightning.core.features import Readout, build_readout
 from mti_lightning.core.io import load_tensors, save_tensors, write_json
 from mti_lightning.core.models import LoadedModel, load_model
 from mti_lightning.core.probes import capture, layer_shapes
-from mti_lightning.pipelines.atlas.config import AtlasConfig
-from mti_lightning.pipelines.atlas.data import (
-    ImageSource,
-    ShardDataset,
-    resolve_source,
-    shard_name,
-    shard_ranges,
-)
 from mti_lightning.shells.heap import KeepFreedMemory
 from mti_lightning.shells.trainer import check_trainer_options
 

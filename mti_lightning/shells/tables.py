@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mti_lightning.core.io import atomic_write
-from mti_lightning.pipelines.tracking import logger_from_config
+from mti_lightning.shells.loggers import logger_from_config
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:

@@ -1,4 +1,4 @@
-"""``python -m mti_lightning.pipelines.atlas --run-dir DIR [--stage S] [--FIELD VALUE ...]``:
+"""``python -m mti_lightning.atlas --run-dir DIR [--stage S] [--FIELD VALUE ...]``:
 one flag per AtlasConfig field (lists as comma-separated values, booleans as true/false)."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from mti_lightning.atlas.config import AtlasConfig
+from mti_lightning.atlas.stages import STAGES, run_atlas
 from mti_lightning.core.errors import MTIConfigError
-from mti_lightning.pipelines.atlas.config import AtlasConfig
-from mti_lightning.pipelines.atlas.stages import STAGES, run_atlas
 
 
 def _bool(text: str) -> bool:
@@ -31,7 +31,7 @@ def _list(text: str) -> list[str]:
 def parser() -> argparse.ArgumentParser:
     """The argument parser: run directory, stage, and every config field with its default."""
     p = argparse.ArgumentParser(
-        prog="python -m mti_lightning.pipelines.atlas",
+        prog="python -m mti_lightning.atlas",
         description="Attribution atlas of one feature over a data set, in resumable stages.",
     )
     p.add_argument("--run-dir", required=True, help="directory of the run (created, resumed)")

@@ -20,20 +20,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mti_lightning.compare.plan import Plan
+from mti_lightning.compare.report import write_report
 from mti_lightning.core.attribution import attribute
 from mti_lightning.core.errors import MTIConfigError, closest
 from mti_lightning.core.features import FeatureSpec, Readout
 from mti_lightning.core.io import load_image, load_tensors, save_tensors, write_json
-from mti_lightning.core.models import LoadedModel, load_model
+from mti_lightning.core.models import load_model
 from mti_lightning.core.probes import layer_shapes
 from mti_lightning.core.zoo import BUILTIN_MODELS
-from mti_lightning.pipelines.layer_choice import (
+from mti_lightning.search.layer_choice import (
     attribution_layer_for,
     check_depth,
     layer_at_depth,
@@ -43,21 +44,6 @@ from mti_lightning.pipelines.layer_choice import (
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 MEASURES = ("activation", "e_plus", "e_minus", "tension", "tension_ratio")
-
-
-@dataclass
-class Plan:
-    """One model of the comparison, checked and loaded: where and what to measure."""
-
-    name: str
-    lm: LoadedModel
-    layer: str
-    attribution_layer: str
-    position: str
-    units: list[int]
-    n_channels: int
-    note: str
-    model_cfg: dict[str, Any]
 
 
 def check_models(models: Any) -> list[str]:
@@ -257,7 +243,7 @@ def _measured(
 
 def _search(plan: Plan, cfg: dict[str, Any], run_dir: Path) -> dict[int, dict[str, Any]]:
     """One batched MTI search of the first ``compare.search_units`` units: row per unit."""
-    from mti_lightning.pipelines.search_job import run_search_job
+    from mti_lightning.search.job import run_search_job
 
     units = plan.units[: int(cfg["compare"]["search_units"])]
     if not units:
@@ -339,8 +325,6 @@ def _device(trainer: dict[str, Any]) -> torch.device:
 
 def run_compare(cfg: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
     """Run the comparison described by ``cfg`` into ``run_dir``; return its table rows."""
-    from mti_lightning.pipelines.compare_report import write_report
-
     run_dir = Path(run_dir)
     c = cfg["compare"]
     models = check_models(cfg["models"])

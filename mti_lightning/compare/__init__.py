@@ -1,0 +1,1 @@
+"""Architecture comparison and the aggregation of sweeps: many models or runs, one table."""
