@@ -190,7 +190,7 @@ def _scatter(run: AtlasRun) -> dict[str, Any]:
 def _embedding(run: AtlasRun) -> dict[str, Any]:
     cfg, r, layer = run.cfg, run.results, run.cfg.atlas_layer
     rows = run.tensors("selection", "selection.safetensors")["rows"]
-    raw = embedding.embed(
+    raw, reducer = embedding.fit(
         r[f"{layer}/vector"][rows].numpy(),
         cfg.umap_n_neighbors,
         cfg.umap_min_dist,
@@ -199,6 +199,9 @@ def _embedding(run: AtlasRun) -> dict[str, Any]:
         cfg.seed,
     )
     layout = embedding.normalise_layout(raw, cfg.layout_clip)
+    lo, span = embedding.layout_bounds(raw, cfg.layout_clip)
+    model = embedding.LayoutModel(reducer, lo, span, run.fingerprint("embedding"))
+    embedding.save_layout_model(run.dir("embedding") / embedding.MODEL_FILE, model)
     save_tensors(
         run.dir("embedding") / "layout.safetensors",
         {"rows": rows, "raw": torch.from_numpy(raw), "layout": torch.from_numpy(layout)},
@@ -212,7 +215,11 @@ def _embedding(run: AtlasRun) -> dict[str, Any]:
         f"UMAP ({cfg.umap_metric}) of attribution vectors\n{run.describe()}",
     )
     run.log_image("atlas/embedding", fig, run.describe())
-    return {"n_points": int(rows.numel()), "figure": run.rel(fig)}
+    return {
+        "n_points": int(rows.numel()),
+        "figure": run.rel(fig),
+        "model": run.rel(run.dir("embedding") / embedding.MODEL_FILE),
+    }
 
 
 def _icons(run: AtlasRun) -> dict[str, Any]:
