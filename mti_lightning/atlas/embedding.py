@@ -148,11 +148,24 @@ class LayoutModel:
 
     def transform(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw UMAP coordinates ``(n, 2)`` of new vectors and their normalised layout
-        position, not clipped (a point outside [0, 1]^2 lies beyond the grid)."""
+        position, not clipped (a point outside [0, 1]^2 lies beyond the grid).
+
+        UMAP's ``transform`` (``transform_mode="graph"``) gives each new vector its fuzzy
+        memberships to its k nearest data vectors, and UMAP's ``init_graph_transform`` places
+        it at their membership-weighted mean position (at a data point's own position when
+        it is that point). UMAP's usual stochastic refinement after that step is left out on
+        purpose: its negative samples are seeded from the bits of each point's start
+        position, so two vectors a rounding error apart (one process against DDP, one step
+        against the next) could land far apart; this placement is a continuous function of
+        the vector."""
+        from umap.umap_ import init_graph_transform
+
+        self.reducer.set_params(transform_mode="graph")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            raw = self.reducer.transform(np.asarray(vectors, dtype=np.float32))
-        raw = np.asarray(raw, dtype=np.float64)
+            graph = self.reducer.transform(np.asarray(vectors, dtype=np.float32)).tocsr()
+        graph.eliminate_zeros()
+        raw = init_graph_transform(graph, self.reducer.embedding_).astype(np.float64)
         return raw, (raw - self.lo) / self.span
 
 

@@ -75,3 +75,31 @@ def atlas_run(tmp_path_factory: pytest.TempPathFactory, image_folder: Path) -> t
     run_dir = tmp_path_factory.mktemp("atlas_run")
     cfg = tiny_config(image_folder, split_icons=True)
     return run_dir, run_atlas(cfg, run_dir)
+
+
+@pytest.fixture(scope="session")
+def curve_atlas(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny atlas of CurveNet's ``bn2:19@center`` (the search's default model and layer) over
+    300 curve images: a few icon steps on an 8x8 grid, for placing search images on it."""
+    run_dir = tmp_path_factory.mktemp("curve_atlas")
+    cfg = AtlasConfig(
+        curves_n=300,
+        shard_size=150,
+        batch_size=150,
+        top_activation=60,
+        bottom_activation=60,
+        top_l1=60,
+        top_e_minus=60,
+        umap_n_neighbors=10,
+        umap_n_epochs=100,
+        grid=8,
+        min_images=2,
+        icon_steps=4,
+        icon_draws=1,
+        icon_canvas=0,
+        atlas_size=320,
+        viewer_thumbnails=4,
+        thumbnail_size=24,
+    )
+    run_atlas(cfg, run_dir)
+    return run_dir
