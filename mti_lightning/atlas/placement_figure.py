@@ -24,10 +24,11 @@ def _caption(rec: dict[str, Any]) -> str:
     return (
         f"#{rec['image']} {rec['feature']}\n"
         f"act {rec['activation']:.2f}  E+ {rec['e_plus']:.2f}  E- {rec['e_minus']:.2f}\n"
-        f"nearest cell {tuple(rec['cell'])} (icon right):\n"
+        f"nearest cell {tuple(rec['cell'])} (icon left):\n"
         f"  icon act {rec['cell_icon_activation']:.2f}, data act "
         f"{rec['cell_mean_activation']:.2f}\n"
-        f"  data images {tense} (T pct {rec['cell_tension_pct']:.0f})\n"
+        f"  data T {rec['cell_mean_tension']:.2f} (image T {rec['tension']:.2f}):\n"
+        f"  {tense}, pct {rec['cell_tension_pct']:.0f} of the data set\n"
         f"nearest data image, x median NN:\n"
         f"  {rec['nn_dist']:.1f} layout, {rec['nn_dist_hd']:.1f} attribution\n"
         f"  {where}"

@@ -91,7 +91,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "seed",
     ),
     "atlas": ("atlas_size",),
-    "viewer": ("viewer_thumbnails", "thumbnail_size"),
+    "viewer": ("viewer_thumbnails", "thumbnail_size", "searches"),
 }
 
 
@@ -373,6 +373,10 @@ def _thumbs(run: AtlasRun, members: list[int]) -> list[dict[str, Any]]:
 
 def _viewer(run: AtlasRun) -> dict[str, Any]:
     cfg = run.cfg
+    fingerprint = run.recorded("embedding")["fingerprint"]
+    searches = [
+        viewer.search_markers(s, i, fingerprint, run.run_dir) for i, s in enumerate(cfg.searches)
+    ]
     t = run.tensors("icons", "icons.safetensors")
     rows = run.tensors("embedding", "layout.safetensors")["rows"]
     act = run.results["activation"]
@@ -416,8 +420,9 @@ def _viewer(run: AtlasRun) -> dict[str, Any]:
         run.dir("atlas") / "atlas.png",
         cfg.grid,
         cells,
+        searches,
     )
-    return {"viewer": run.rel(path)}
+    return {"viewer": run.rel(path), "searches": [s["path"] for s in searches]}
 
 
 RUNNERS: dict[str, Callable[[AtlasRun], dict[str, Any]]] = {

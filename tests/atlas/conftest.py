@@ -7,6 +7,9 @@ seconds on two CPU cores.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from PIL import Image
 from mti_lightning.atlas import AtlasConfig, run_atlas
 
 N_IMAGES = 80
+MTI = str(Path(sys.executable).parent / "mti")
 
 
 def write_folder(root: Path, n: int = N_IMAGES, size: int = 32, seed: int = 0) -> Path:
@@ -103,3 +107,34 @@ def curve_atlas(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     run_atlas(cfg, run_dir)
     return run_dir
+
+
+def run_mti(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """The installed ``mti`` command, W&B offline."""
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
+    env.pop("WANDB_API_KEY", None)
+    return subprocess.run(
+        [MTI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def placed_search_args(atlas: Path) -> list[str]:
+    """A short MTI search of the curve atlas's feature, placed on it every 2 steps."""
+    return [
+        "target=bn2:19@center",
+        f"callbacks.atlas={atlas}",
+        "callbacks.atlas_every=2",
+        "search.steps=5",
+        "search.draws=4",
+        "search.inversions.steps=2",
+        "logger=csv",
+    ]
+
+
+@pytest.fixture(scope="session")
+def placed_search(curve_atlas: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run directory of one such search (one process)."""
+    cwd = tmp_path_factory.mktemp("placed")
+    out = run_mti([*placed_search_args(curve_atlas), "hydra.run.dir=one"], cwd)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return cwd / "one"

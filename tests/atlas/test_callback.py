@@ -6,16 +6,16 @@ places."""
 from __future__ import annotations
 
 import json
-import os
+import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import placed_search_args, run_mti
 
+from mti_lightning.atlas import AtlasConfig, run_atlas
 from mti_lightning.atlas.callback import AtlasEmbedding, check_search
 from mti_lightning.atlas.data import resolve_source
 from mti_lightning.atlas.embedding import MODEL_FILE, exact_knn
@@ -24,8 +24,6 @@ from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import parse_feature
 from mti_lightning.core.io import load_tensors
 from mti_lightning.core.models import load_model
-
-MTI = str(Path(sys.executable).parent / "mti")
 
 
 def test_data_images_land_near_their_own_atlas_position(curve_atlas: Path) -> None:
@@ -93,46 +91,60 @@ def test_an_atlas_without_its_embedding_model_names_the_stage_to_rerun(
         load_atlas(old)
 
 
-def _mti(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
-    return subprocess.run(
-        [MTI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-
-
 @pytest.mark.slow
-def test_search_placed_on_the_atlas_one_process_and_ddp(curve_atlas: Path, tmp_path: Path) -> None:
+def test_search_placed_on_the_atlas_one_process_and_ddp(
+    curve_atlas: Path, placed_search: Path, tmp_path: Path
+) -> None:
     """``mti callbacks.atlas=PATH``: a trajectory point every N steps (and at the end), the
     inversions placed, the results rows carrying the atlas columns; DDP over two processes
     (gloo, CPU) places the images where one process does; a mismatching target is one line."""
-    args = [
-        "target=bn2:19@center",
-        f"callbacks.atlas={curve_atlas}",
-        "callbacks.atlas_every=2",
-        "search.steps=5",
-        "search.draws=4",
-        "search.inversions.steps=2",
-        "logger=csv",
-    ]
-    bad = _mti([*args, "target=bn2:9@center", "hydra.run.dir=bad"], tmp_path)
+    args = placed_search_args(curve_atlas)
+    bad = run_mti([*args, "target=bn2:9@center", "hydra.run.dir=bad"], tmp_path)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("mti: error: callbacks.atlas=")
     assert "bn2:9@center" in bad.stderr and "bn2:19@center" in bad.stderr
-    one = _mti([*args, "hydra.run.dir=one"], tmp_path)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = _mti([*args, "hydra.run.dir=two", "trainer.devices=2", "trainer.strategy=ddp"], tmp_path)
+    two = run_mti(
+        [*args, "hydra.run.dir=two", "trainer.devices=2", "trainer.strategy=ddp"], tmp_path
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     placed = {}
-    for run in ("one", "two"):
-        p = json.loads((tmp_path / run / "atlas" / "placement.json").read_text())
+    for name, run in (("one", placed_search), ("two", tmp_path / "two")):
+        p = json.loads((run / "atlas" / "placement.json").read_text())
         assert p["steps"] == [0, 2, 4, 5]
         (img,) = p["images"]
         assert [t["step"] for t in img["trajectory"]] == [0, 2, 4, 5]
         assert {"plus", "minus"} <= set(img) and len(img["cell"]) == 2
-        assert (tmp_path / run / "atlas" / "placement.png").stat().st_size > 10_000
-        row = json.loads((tmp_path / run / "metrics.json").read_text())["images"][0]
+        assert (run / "atlas" / "placement.png").stat().st_size > 10_000
+        row = json.loads((run / "metrics.json").read_text())["images"][0]
         assert row["atlas_cell"] == str(tuple(img["cell"]))
         assert row["atlas_nn_dist"] == pytest.approx(img["nn_dist"])
-        placed[run] = np.array([[t["x"], t["y"]] for t in img["trajectory"]])
-    # same draws split 2 x 2 instead of 1 x 4: images agree to float summation order
+        placed[name] = np.array(
+            [[t["x"], t["y"]] for t in img["trajectory"]]
+            + [[img[s]["x"], img[s]["y"]] for s in ("plus", "minus")]
+        )
+    assert json.loads((tmp_path / "two" / "metrics.json").read_text())["world_size"] == 2
+    # same draws split 2 x 2 instead of 1 x 4: images agree to float summation order, and the
+    # placement is a continuous function of them
     np.testing.assert_allclose(placed["two"], placed["one"], atol=1e-3)
+
+
+@pytest.mark.slow
+def test_viewer_marks_the_search(curve_atlas: Path, placed_search: Path, tmp_path: Path) -> None:
+    """``stage=viewer atlas.searches=[RUN]``: the page carries each image's marker (position,
+    trajectory, the image, its figures); a run placed on no atlas is a clear error."""
+    run_dir = curve_atlas  # in place: the dataset pass's fingerprint holds its data's path
+    cfg = AtlasConfig.from_dict(json.loads((run_dir / "atlas_config.json").read_text()))
+    cfg.searches = [str(placed_search)]
+    run_atlas(cfg, run_dir, "viewer")
+    page = (run_dir / "atlas" / "atlas.html").read_text()
+    data = json.loads(re.search(r'id="atlas-data">(.*?)</script>', page, re.S).group(1))
+    (search,) = data["searches"]
+    (marker,) = search["images"]
+    placement = json.loads((placed_search / "atlas" / "placement.json").read_text())["images"][0]
+    assert marker["x"] == placement["x"] and marker["cell"] == placement["cell"]
+    assert len(marker["trajectory"]) == 4 and marker["src"].startswith("data:image/png;base64,")
+    for key in ("feature", "activation", "e_plus", "e_minus", "nn_dist", "on_map"):
+        assert marker[key] == placement[key]
+    cfg.searches = [str(tmp_path)]
+    with pytest.raises(MTIConfigError, match="holds no atlas placement"):
+        run_atlas(cfg, run_dir, "viewer")
