@@ -62,7 +62,11 @@ def check_search(
     a = atlas.cfg
     where = f"{key}={atlas.run_dir}"
     ours = (a.model, a.pretrained, a.checkpoint or None)
-    theirs = (model.get("name"), bool(model.get("pretrained", False)), model.get("checkpoint"))
+    theirs = (
+        model.get("name"),
+        bool(model.get("pretrained", False)),
+        model.get("checkpoint") or None,
+    )
     if ours != theirs:
         raise MTIConfigError(
             f"{where} is an atlas of model {a.model} (pretrained={a.pretrained}, "
