@@ -63,6 +63,7 @@ main { display: flex; gap: 16px; align-items: flex-start; }
 #tip { position: fixed; display: none; pointer-events: none; background: #fff;
   border: 1px solid #999; padding: 4px; font-size: 12px; z-index: 10; }
 #tip img { width: 80px; height: 80px; image-rendering: pixelated; display: block; }
+#tip .pics { display: flex; gap: 4px; }
 #tracks { position: absolute; inset: 0; width: 100%; height: 100%; pointer-events: none;
   z-index: 3; }
 .mti { position: absolute; width: 5%; height: 5%; transform: translate(-50%, -50%);
@@ -135,11 +136,15 @@ const clip = (v) => Math.min(100, Math.max(0, 100 * v));
 function mtiTip(s, m) {
   const lines = [s.name + "  #" + m.image + "  " + m.feature,
     "act " + fmt(m.activation) + "  E+ " + fmt(m.e_plus) + "  E- " + fmt(m.e_minus),
-    "nearest cell (" + m.cell.join(", ") + "): icon act " + fmt(m.cell_icon_activation) +
+    "nearest cell (" + m.cell.join(", ") + ", icon right): icon act " + fmt(m.cell_icon_activation) +
       ", data act " + fmt(m.cell_mean_activation) + (m.cell_tense ? " (tense)" : ""),
     "nearest data image: " + fmt(m.nn_dist) + " (layout), " + fmt(m.nn_dist_hd) +
       " (attribution) x median NN, " + (m.on_map ? "on" : "off") + " the data's map"];
-  tip.replaceChildren(el("img", {src: m.src}), ...lines.map((t) => el("div", {}, t)));
+  const pics = el("div", {class: "pics"});
+  pics.append(el("img", {src: m.src, alt: "image"}));
+  const cell = A.cells.find((c) => c.row === m.cell[0] && c.col === m.cell[1]);
+  if (cell) pics.append(el("img", {src: cell.icon, alt: "nearest cell's icon"}));
+  tip.replaceChildren(pics, ...lines.map((t) => el("div", {}, t)));
   tip.dataset.mti = s.index + "_" + m.image;
   tip.style.display = "block";
 }
