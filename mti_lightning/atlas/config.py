@@ -86,9 +86,11 @@ class AtlasConfig:
     atlas_size: int = 1800  # side of the atlas PNG in px (rounded down to whole cells)
     viewer_thumbnails: int = 24  # data set images shown per cell in the viewer
     thumbnail_size: int = 48
+    searches: list[str] = field(default_factory=list)  # search runs marked in the viewer
 
     def __post_init__(self) -> None:
         self.layers = list(self.layers)
+        self.searches = [str(s) for s in self.searches or []]
         self.validate()
 
     @property

@@ -91,7 +91,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "seed",
     ),
     "atlas": ("atlas_size",),
-    "viewer": ("viewer_thumbnails", "thumbnail_size"),
+    "viewer": ("viewer_thumbnails", "thumbnail_size", "searches"),
 }
 
 
@@ -190,7 +190,7 @@ def _scatter(run: AtlasRun) -> dict[str, Any]:
 def _embedding(run: AtlasRun) -> dict[str, Any]:
     cfg, r, layer = run.cfg, run.results, run.cfg.atlas_layer
     rows = run.tensors("selection", "selection.safetensors")["rows"]
-    raw = embedding.embed(
+    raw, reducer = embedding.fit(
         r[f"{layer}/vector"][rows].numpy(),
         cfg.umap_n_neighbors,
         cfg.umap_min_dist,
@@ -199,6 +199,9 @@ def _embedding(run: AtlasRun) -> dict[str, Any]:
         cfg.seed,
     )
     layout = embedding.normalise_layout(raw, cfg.layout_clip)
+    lo, span = embedding.layout_bounds(raw, cfg.layout_clip)
+    model = embedding.LayoutModel(reducer, lo, span, run.fingerprint("embedding"))
+    embedding.save_layout_model(run.dir("embedding") / embedding.MODEL_FILE, model)
     save_tensors(
         run.dir("embedding") / "layout.safetensors",
         {"rows": rows, "raw": torch.from_numpy(raw), "layout": torch.from_numpy(layout)},
@@ -212,7 +215,11 @@ def _embedding(run: AtlasRun) -> dict[str, Any]:
         f"UMAP ({cfg.umap_metric}) of attribution vectors\n{run.describe()}",
     )
     run.log_image("atlas/embedding", fig, run.describe())
-    return {"n_points": int(rows.numel()), "figure": run.rel(fig)}
+    return {
+        "n_points": int(rows.numel()),
+        "figure": run.rel(fig),
+        "model": run.rel(run.dir("embedding") / embedding.MODEL_FILE),
+    }
 
 
 def _icons(run: AtlasRun) -> dict[str, Any]:
@@ -366,6 +373,10 @@ def _thumbs(run: AtlasRun, members: list[int]) -> list[dict[str, Any]]:
 
 def _viewer(run: AtlasRun) -> dict[str, Any]:
     cfg = run.cfg
+    fingerprint = run.recorded("embedding")["fingerprint"]
+    searches = [
+        viewer.search_markers(s, i, fingerprint, run.run_dir) for i, s in enumerate(cfg.searches)
+    ]
     t = run.tensors("icons", "icons.safetensors")
     rows = run.tensors("embedding", "layout.safetensors")["rows"]
     act = run.results["activation"]
@@ -409,8 +420,9 @@ def _viewer(run: AtlasRun) -> dict[str, Any]:
         run.dir("atlas") / "atlas.png",
         cfg.grid,
         cells,
+        searches,
     )
-    return {"viewer": run.rel(path)}
+    return {"viewer": run.rel(path), "searches": [s["path"] for s in searches]}
 
 
 RUNNERS: dict[str, Callable[[AtlasRun], dict[str, Any]]] = {

@@ -4,6 +4,11 @@ It shows the atlas with a clickable grid over it; hovering a cell shows its icon
 clicking opens a panel with the icon's figures (the icon, its full canvas, the split +/- icons
 when rendered), its statistics and the thumbnails of the data set images in the cell. The URL
 parameter ``?cell=ROW_COL`` clicks that cell on load (to link to a cell, and for tests).
+
+Search runs made with ``callbacks.atlas=`` this atlas (``atlas.searches``) are marked on it:
+each image's trajectory as a line and its end point as the image itself; hovering a marker
+shows the image and its figures (activation, E+, E-, nearest cell, distances to the data),
+``?mti=RUN_INDEX`` shows marker INDEX of search RUN on load (for tests).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.io import to_uint8, write_text
 
 
@@ -57,6 +63,12 @@ main { display: flex; gap: 16px; align-items: flex-start; }
 #tip { position: fixed; display: none; pointer-events: none; background: #fff;
   border: 1px solid #999; padding: 4px; font-size: 12px; z-index: 10; }
 #tip img { width: 80px; height: 80px; image-rendering: pixelated; display: block; }
+#tip .pics { display: flex; gap: 4px; }
+#tracks { position: absolute; inset: 0; width: 100%; height: 100%; pointer-events: none;
+  z-index: 3; }
+.mti { position: absolute; width: 5%; height: 5%; transform: translate(-50%, -50%);
+  border: 2px solid #000; box-sizing: border-box; z-index: 4; cursor: help;
+  image-rendering: pixelated; }
 """
 
 _SCRIPT = """
@@ -118,14 +130,106 @@ for (const c of A.cells) {
   node.addEventListener("click", () => openCell(c, node));
   grid.append(node);
 }
+const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"];
+const tracks = document.getElementById("tracks");
+const clip = (v) => Math.min(100, Math.max(0, 100 * v));
+function mtiTip(s, m) {
+  const lines = [s.name + "  #" + m.image + "  " + m.feature,
+    "act " + fmt(m.activation) + "  E+ " + fmt(m.e_plus) + "  E- " + fmt(m.e_minus),
+    "nearest cell (" + m.cell.join(", ") + ", icon right): icon act " + fmt(m.cell_icon_activation) +
+      ", data act " + fmt(m.cell_mean_activation) + (m.cell_tense ? " (tense)" : ""),
+    "nearest data image: " + fmt(m.nn_dist) + " (layout), " + fmt(m.nn_dist_hd) +
+      " (attribution) x median NN, " + (m.on_map ? "on" : "off") + " the data's map"];
+  const pics = el("div", {class: "pics"});
+  pics.append(el("img", {src: m.src, alt: "image"}));
+  const cell = A.cells.find((c) => c.row === m.cell[0] && c.col === m.cell[1]);
+  if (cell) pics.append(el("img", {src: cell.icon, alt: "nearest cell's icon"}));
+  tip.replaceChildren(pics, ...lines.map((t) => el("div", {}, t)));
+  tip.dataset.mti = s.index + "_" + m.image;
+  tip.style.display = "block";
+}
+for (const s of A.searches) {
+  for (const m of s.images) {
+    const colour = COLOURS[(s.index + m.image) % COLOURS.length];
+    const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+    line.setAttribute("points", m.trajectory.map((p) => clip(p[0]) + "," + (100 - clip(p[1]))).join(" "));
+    line.setAttribute("fill", "none"); line.setAttribute("stroke", colour);
+    line.setAttribute("stroke-width", "0.5");
+    tracks.append(line);
+    const node = el("img", {class: "mti", id: "mti-" + s.index + "_" + m.image, src: m.src,
+        alt: m.feature});
+    node.style.cssText = "left:" + clip(m.x) + "%;top:" + (100 - clip(m.y)) + "%;border-color:" + colour;
+    node.addEventListener("mouseenter", () => mtiTip(s, m));
+    node.addEventListener("mousemove", (e) => {
+      tip.style.left = e.clientX + 14 + "px"; tip.style.top = e.clientY + 14 + "px";
+    });
+    node.addEventListener("mouseleave", () => { tip.style.display = "none"; });
+    document.getElementById("atlas-wrap").append(node);
+  }
+}
 const want = new URLSearchParams(location.search).get("cell");
 if (want) { const n = document.getElementById("cell-" + want); if (n) n.click(); }
+const wantMti = new URLSearchParams(location.search).get("mti");
+if (wantMti) {
+  const [si, mi] = wantMti.split("_").map(Number);
+  const s = A.searches.find((x) => x.index === si);
+  const m = s && s.images.find((x) => x.image === mi);
+  if (m) {
+    mtiTip(s, m);
+    const box = document.getElementById("mti-" + wantMti).getBoundingClientRect();
+    tip.style.left = box.right + 8 + "px"; tip.style.top = box.top + "px";
+  }
+}
 """
 
 
-def render_viewer(title: str, subtitle: str, atlas_uri: str, grid: int, cells: list[dict]) -> str:
-    """The HTML text of the viewer; ``cells`` hold each icon's figures, numbers and thumbs."""
-    data = json.dumps({"grid": grid, "cells": cells}).replace("</", "<\\/")
+def search_markers(run: str | Path, index: int, fingerprint: str, atlas_dir: Path) -> dict:
+    """The markers of one search run placed on this atlas (its ``atlas/placement.json``,
+    checked to come from this atlas's embedding), with each image inlined."""
+    run = Path(run).expanduser()
+    path = run / "atlas" / "placement.json"
+    if not path.is_file():
+        raise MTIConfigError(
+            f"atlas.searches: {run} holds no atlas placement ({path} missing); run the search "
+            f"with callbacks.atlas={atlas_dir}"
+        )
+    placement = json.loads(path.read_text())
+    if placement.get("embedding_fingerprint") != fingerprint:
+        raise MTIConfigError(
+            f"atlas.searches: {run} was placed on another atlas ({placement.get('atlas_run')}), "
+            f"not on {atlas_dir}; run it again with callbacks.atlas={atlas_dir}"
+        )
+    keys = (
+        "image", "feature", "activation", "e_plus", "e_minus", "tension", "x", "y", "cell",
+        "cell_icon_activation", "cell_mean_activation", "cell_tense", "nn_dist", "nn_dist_hd",
+        "on_map",
+    )  # fmt: skip
+    images = []
+    for rec in placement["images"]:
+        with Image.open(path.parent / rec["png"]) as img:
+            src = png_data_uri(img.convert("RGB"), 64)
+        images.append(
+            {
+                **{k: rec[k] for k in keys},
+                "src": src,
+                "trajectory": [[p["x"], p["y"]] for p in rec["trajectory"]],
+            }
+        )
+    return {"index": index, "name": run.name, "path": str(run), "images": images}
+
+
+def render_viewer(
+    title: str,
+    subtitle: str,
+    atlas_uri: str,
+    grid: int,
+    cells: list[dict],
+    searches: list[dict] | None = None,
+) -> str:
+    """The HTML text of the viewer; ``cells`` hold each icon's figures, numbers and thumbs,
+    ``searches`` the markers of search runs (:func:`search_markers`)."""
+    data = {"grid": grid, "cells": cells, "searches": searches or []}
+    data = json.dumps(data).replace("</", "<\\/")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{_STYLE}</style></head>
@@ -133,7 +237,8 @@ def render_viewer(title: str, subtitle: str, atlas_uri: str, grid: int, cells: l
 <header><h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p></header>
 <main>
 <div id="atlas-wrap"><img id="atlas" src="{atlas_uri}" alt="attribution atlas">
-<div id="grid"></div></div>
+<div id="grid"></div><svg id="tracks" viewBox="0 0 100 100" preserveAspectRatio="none"></svg>
+</div>
 <aside id="detail" data-cell=""><p>Hover a cell to preview its icon; click it for its
 figures and the data set images it holds.</p></aside>
 </main>
@@ -145,8 +250,14 @@ figures and the data set images it holds.</p></aside>
 
 
 def write_viewer(
-    path: Path, title: str, subtitle: str, atlas: Path, grid: int, cells: list[dict[str, Any]]
+    path: Path,
+    title: str,
+    subtitle: str,
+    atlas: Path,
+    grid: int,
+    cells: list[dict[str, Any]],
+    searches: list[dict] | None = None,
 ) -> Path:
     """Write the viewer with the atlas PNG at ``atlas`` inlined."""
     atlas_uri = "data:image/png;base64," + base64.b64encode(atlas.read_bytes()).decode("ascii")
-    return write_text(path, render_viewer(title, subtitle, atlas_uri, grid, cells))
+    return write_text(path, render_viewer(title, subtitle, atlas_uri, grid, cells, searches))

@@ -150,6 +150,10 @@ def prepare(cfg: dict, run_dir: Path) -> Prepared:
     if kind == "invert":
         features = [f"{f} (+)" for f in map(str, specs)] + [f"{f} (-)" for f in map(str, specs)]
     callbacks = _callbacks(cfg, run_dir, kind, layer)
+    if cfg["callbacks"].get("atlas"):
+        from mti_lightning.atlas.callback import atlas_callback
+
+        callbacks["atlas"] = atlas_callback(cfg, run_dir, lm, specs, layer, features)
     return Prepared(lm, specs, eval_readout, search, features, callbacks)
 
 
@@ -220,6 +224,8 @@ def _write_results(cfg, run_dir, prepared, trainer, images, agreement, logger, c
     start = search.measured.get("start", {})
     end = search.measured.get("end", {})
     rows = summary_rows(prepared.features, start, end, inv or None)
+    if "atlas" in cbs:  # atlas_* columns: where each image lies on its feature's atlas
+        rows = [r | c for r, c in zip(rows, cbs["atlas"].columns())]
     images = images.float().cpu()
     for k, img in enumerate(images):
         save_png(run_dir / "images" / f"image_{k:03d}.png", img)

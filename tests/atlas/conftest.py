@@ -7,6 +7,9 @@ seconds on two CPU cores.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from PIL import Image
 from mti_lightning.atlas import AtlasConfig, run_atlas
 
 N_IMAGES = 80
+MTI = str(Path(sys.executable).parent / "mti")
 
 
 def write_folder(root: Path, n: int = N_IMAGES, size: int = 32, seed: int = 0) -> Path:
@@ -75,3 +79,62 @@ def atlas_run(tmp_path_factory: pytest.TempPathFactory, image_folder: Path) -> t
     run_dir = tmp_path_factory.mktemp("atlas_run")
     cfg = tiny_config(image_folder, split_icons=True)
     return run_dir, run_atlas(cfg, run_dir)
+
+
+@pytest.fixture(scope="session")
+def curve_atlas(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny atlas of CurveNet's ``bn2:19@center`` (the search's default model and layer) over
+    300 curve images: a few icon steps on an 8x8 grid, for placing search images on it."""
+    run_dir = tmp_path_factory.mktemp("curve_atlas")
+    cfg = AtlasConfig(
+        curves_n=300,
+        shard_size=150,
+        batch_size=150,
+        top_activation=60,
+        bottom_activation=60,
+        top_l1=60,
+        top_e_minus=60,
+        umap_n_neighbors=10,
+        umap_n_epochs=100,
+        grid=8,
+        min_images=2,
+        icon_steps=4,
+        icon_draws=1,
+        icon_canvas=0,
+        atlas_size=320,
+        viewer_thumbnails=4,
+        thumbnail_size=24,
+    )
+    run_atlas(cfg, run_dir)
+    return run_dir
+
+
+def run_mti(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """The installed ``mti`` command, W&B offline."""
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
+    env.pop("WANDB_API_KEY", None)
+    return subprocess.run(
+        [MTI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def placed_search_args(atlas: Path) -> list[str]:
+    """A short MTI search of the curve atlas's feature, placed on it every 2 steps."""
+    return [
+        "target=bn2:19@center",
+        f"callbacks.atlas={atlas}",
+        "callbacks.atlas_every=2",
+        "search.steps=5",
+        "search.draws=4",
+        "search.inversions.steps=2",
+        "logger=csv",
+    ]
+
+
+@pytest.fixture(scope="session")
+def placed_search(curve_atlas: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run directory of one such search (one process)."""
+    cwd = tmp_path_factory.mktemp("placed")
+    out = run_mti([*placed_search_args(curve_atlas), "hydra.run.dir=one"], cwd)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return cwd / "one"

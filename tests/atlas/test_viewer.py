@@ -80,3 +80,24 @@ def test_click_opens_a_cell(atlas_run: tuple[Path, dict], tmp_path: Path) -> Non
     assert f'id="cell-{row}_{col}" class="cell open"' in dom or re.search(
         rf'class="cell open" id="cell-{row}_{col}"', dom
     )
+
+
+@pytest.mark.slow
+def test_hover_shows_a_search_marker(
+    curve_atlas: Path, placed_search: Path, tmp_path: Path
+) -> None:
+    """A search run given to the viewer is drawn on the atlas (its image as a marker, its
+    trajectory as a line) and its tip shows the image's figures (``?mti=0_0`` opens it)."""
+    from mti_lightning.atlas import AtlasConfig, run_atlas
+
+    run_dir = curve_atlas  # in place: the dataset pass's fingerprint holds its data's path
+    cfg = AtlasConfig.from_dict(json.loads((run_dir / "atlas_config.json").read_text()))
+    cfg.searches = [str(placed_search)]
+    run_atlas(cfg, run_dir, "viewer")
+    page = (run_dir / "atlas" / "atlas.html").as_uri() + "?mti=0_0"
+    dom = chromium(tmp_path, "--virtual-time-budget=3000", "--dump-dom", page).stdout
+    assert re.search(r'<img class="mti" id="mti-0_0"', dom)
+    assert "<polyline" in dom
+    tip = re.search(r'<div id="tip"[^>]*>.*?</div></div>', dom, re.S)
+    assert tip is not None and 'data-mti="0_0"' in tip.group(0)
+    assert "bn2:19@center" in tip.group(0) and "nearest cell" in tip.group(0)
