@@ -149,6 +149,7 @@ def prepare(cfg: dict, run_dir: Path) -> Prepared:
     features = [str(sp) for sp in specs]
     if kind == "invert":
         features = [f"{f} (+)" for f in map(str, specs)] + [f"{f} (-)" for f in map(str, specs)]
+    search.name_units(features, cfg["logger"].get("max_unit_curves", 16))
     callbacks = _callbacks(cfg, run_dir, kind, layer)
     return Prepared(lm, specs, eval_readout, search, features, callbacks)
 
