@@ -8,6 +8,7 @@ with Hydra, and the agent's command run for two sampled points with tiny setting
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import os
@@ -111,6 +112,23 @@ def test_aggregate_of_a_multirun(units_multirun, tmp_path):
     text = (tmp_path / "aggregate.txt").read_text()
     assert text.startswith("2 runs, 2 images") and "bn2:1@center" in text
     assert (tmp_path / "aggregate.png").stat().st_size > 0
+    # the rows come from each run's summary (what its W&B run holds), one more row per run
+    with open(tmp_path / "aggregate.csv") as f:
+        units = {r["run"]: r for r in csv.DictReader(f)}
+    with open(tmp_path / "aggregate_runs.csv") as f:
+        runs = {r["run"]: r for r in csv.DictReader(f)}
+    for job in ("0", "1"):
+        summary = json.loads((units_multirun / job / "metrics.json").read_text())["summary"]
+        feature = f"bn2:{job}@center"
+        assert float(units[job]["end_tension"]) == pytest.approx(
+            summary[f"unit/{feature}/end_tension"]
+        )
+        assert float(runs[job]["mean_end_tension"]) == pytest.approx(
+            summary["summary/mean_end_tension"]
+        )
+        assert runs[job]["layer"] == "bn2" and float(runs[job]["layer_depth"]) == pytest.approx(
+            2 / 3
+        )
 
 
 def test_aggregate_of_nothing_is_a_clear_error(tmp_path):

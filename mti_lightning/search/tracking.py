@@ -31,7 +31,7 @@ import torch
 from mti_lightning.core.features import FeatureSpec
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.search.layer_choice import relative_depth, survey
-from mti_lightning.shells.wandb_record import as_wandb, log_outputs, log_summary, log_table
+from mti_lightning.shells.wandb_record import as_wandb, log_summary, log_table, track_outputs
 
 UNIT_KEYS = ("activation", "e_plus", "e_minus", "tension", "tension_ratio")
 OUTPUTS = (
@@ -146,19 +146,5 @@ def track_search(
         pictures["transparency"] = [torch.cat([img, a[None]]) for img, a in zip(images, alpha)]
     log_table(wb, "results", rows, pictures)
     aggregates = {k: v for k, v in record["summary"].items() if k.startswith("summary/")}
-    log_outputs(
-        wb,
-        run_dir,
-        f"search-{run_label(run_dir)}",
-        "search",
-        OUTPUTS,
-        config=cfg,
-        metadata={**record["run"], **aggregates},
-    )
-    wb.experiment.finish()
-
-
-def run_label(run_dir: Path) -> str:
-    """A run directory's last two parts (``2025-01-31/10-00-00``, ``SWEEP/3``) as one name:
-    the artifact of a run resumed in the same directory gets a new version of the same name."""
-    return "-".join(Path(run_dir).resolve().parts[-2:])
+    metadata = {**record["run"], **aggregates}
+    track_outputs(wb, run_dir, "search", OUTPUTS, cfg, metadata)

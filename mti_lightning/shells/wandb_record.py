@@ -112,6 +112,29 @@ def log_outputs(
     return added
 
 
+def run_label(run_dir: Path) -> str:
+    """A run directory's last two parts (``2025-01-31/10-00-00``, ``SWEEP/3``) as one name:
+    the artifact of a run redone in the same directory gets a new version of the same name."""
+    return "-".join(Path(run_dir).resolve().parts[-2:])
+
+
+def track_outputs(
+    logger: Any,
+    run_dir: Path,
+    kind: str,
+    paths: Iterable[str],
+    config: Mapping[str, Any],
+    metadata: Mapping[str, Any] | None = None,
+) -> None:
+    """Log a run's outputs ``paths`` as a new version of the artifact ``KIND-RUN`` (see
+    :func:`run_label`) and finish the W&B run; nothing for other loggers."""
+    wb = as_wandb(logger)
+    if wb is None:
+        return
+    log_outputs(wb, run_dir, f"{kind}-{run_label(run_dir)}", kind, paths, config, metadata)
+    wb.experiment.finish()
+
+
 class UnitCurvePanels(L.Callback):
     """One W&B line chart per quantity (``curves/tension``, ...) with a line per unit.
 
