@@ -135,6 +135,10 @@ def track_outputs(
     wb.experiment.finish()
 
 
+# the per-unit quantities MTISearch logs (``QUANTITY/UNIT``)
+CURVE_QUANTITIES = ("activation", "e_plus", "e_minus", "tension", "tension_ratio", "match")
+
+
 class UnitCurvePanels(L.Callback):
     """One W&B line chart per quantity (``curves/tension``, ...) with a line per unit.
 
@@ -144,17 +148,7 @@ class UnitCurvePanels(L.Callback):
     the charts when the search ends. Nothing without a W&B logger.
     """
 
-    def __init__(
-        self,
-        quantities: Sequence[str] = (
-            "activation",
-            "e_plus",
-            "e_minus",
-            "tension",
-            "tension_ratio",
-            "match",
-        ),
-    ):
+    def __init__(self, quantities: Sequence[str] = CURVE_QUANTITIES):
         self.quantities = tuple(quantities)
         self.steps: list[int] = []
         self.values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -170,9 +164,10 @@ class UnitCurvePanels(L.Callback):
         if not picked:
             return
         self.steps.append(trainer.global_step - 1)  # the step the loggers record
-        for key, value in picked.items():
+        values = torch.stack([v.detach().float().reshape(()) for v in picked.values()])
+        for key, value in zip(picked, values.cpu().tolist()):  # one copy to the host
             quantity, unit = key.split("/", 1)
-            self.values[quantity][unit].append(float(value))
+            self.values[quantity][unit].append(value)
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         wb = as_wandb(trainer.loggers)
