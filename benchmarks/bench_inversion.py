@@ -13,7 +13,10 @@ it on a CPU (``core.heap``). On a CPU faccent is also timed with the heap kept (
 process setting ours makes), to show how much of the difference that setting alone explains.
 All timed interleaved in one process.
 
-    python -m benchmarks.bench_inversion --device cpu [--quick] [--out DIR]
+``--logging`` adds ours with its per-image match curves logged to W&B (offline) at every
+step, interleaved with the rest: ``logging_cost`` is its extra time per step.
+
+    python -m benchmarks.bench_inversion --device cpu [--quick] [--logging] [--out DIR]
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ COLUMNS = [
     "ours_vs_faccent_heap",
     "ours_time_vs_bare",
     "ours_time_vs_fast_bare",
+    "ours_logged_steps_s",
+    "logging_cost",
 ]
 
 
@@ -156,6 +161,8 @@ def bench(
                 fc, lm, search.search.objective, canvas, draws, args.device, warmup
             ),
         }
+        if args.logging:  # ours with its match curves logged to W&B at every step
+            runners["ours_logged"] = search.runner(warmup, precision, logged=True)
         if args.device == "cpu":  # how much of the lead the kept heap alone explains
             runners["faccent_heap"] = common.heap_kept(runners["faccent"])
         for run in runners.values():  # first-call costs (allocations, cuDNN autotuning)
@@ -182,6 +189,10 @@ def bench(
                 else None,
                 "ours_time_vs_bare": rates["bare"] / rates["ours"],
                 "ours_time_vs_fast_bare": rates["fast_bare"] / rates["ours"],
+                "ours_logged_steps_s": rates.get("ours_logged"),
+                "logging_cost": rates["ours"] / rates["ours_logged"] - 1
+                if "ours_logged" in rates
+                else None,
                 "steps_timed": steps,
             }
         )
@@ -189,7 +200,7 @@ def bench(
 
 
 def main() -> None:
-    args = common.parse_args(__doc__.split("\n\n")[0])
+    args = common.parse_args(__doc__.split("\n\n")[0], common.logging_switch)
     common.setup(args)
     configs = CONFIGS["quick" if args.quick else args.device]
     timing = TIMING["quick" if args.quick else args.device]

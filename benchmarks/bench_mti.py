@@ -6,7 +6,10 @@ as users run it, in both gradient modes; beside them the bare network to the fea
 process; peak memory comes from one more short fit of each mode (GPU: allocated bytes since
 a reset; CPU: the process's peak RSS, which only grows, so read the CPU figures in order).
 
-    python -m benchmarks.bench_mti --device cpu [--quick] [--out DIR]
+``--logging`` adds the linearized search with its per-unit curves logged to W&B (offline) at
+every step, timed interleaved with the rest: ``logging_cost`` is its extra time per step.
+
+    python -m benchmarks.bench_mti --device cpu [--quick] [--logging] [--out DIR]
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ COLUMNS = [
     "time_vs_bare",
     "vs_linearized",
     "peak_memory_mb",
+    "logged_steps_s",
+    "logging_cost",
 ]
 
 
 def main() -> None:
-    args = common.parse_args(__doc__.split("\n\n")[0])
+    args = common.parse_args(__doc__.split("\n\n")[0], common.logging_switch)
     common.setup(args)
     key = "quick" if args.quick else args.device
     model, canvas, draws, units, side = CONFIGS[key]
@@ -70,6 +75,8 @@ def main() -> None:
     for label in precisions:
         precision = common.PRECISIONS[label]
         runners = {mode: s.runner(warmup, precision) for mode, s in searches.items()}
+        if args.logging:  # the same linearized search with its curves logged to W&B
+            runners["logged"] = searches["linearized"].runner(warmup, precision, logged=True)
         runners["bare"] = common.bare_runner(
             lm.model, layer, batch, lm.input_size, args.device, label == "bf16"
         )
@@ -96,6 +103,10 @@ def main() -> None:
                     "time_vs_bare": rates["bare"] / rates[mode],
                     "vs_linearized": rates[mode] / rates["linearized"],
                     "peak_memory_mb": common.peak_memory_mb(args.device),
+                    "logged_steps_s": rates.get("logged") if mode == "linearized" else None,
+                    "logging_cost": rates["linearized"] / rates["logged"] - 1
+                    if "logged" in rates and mode == "linearized"
+                    else None,
                 }
             )
     print(common.table(results.data["rows"], COLUMNS))

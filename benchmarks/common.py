@@ -68,6 +68,15 @@ def parse_args(
     return args
 
 
+def logging_switch(parser: argparse.ArgumentParser) -> None:
+    """``--logging``: also time ours with its per-unit curves logged to W&B (offline)."""
+    parser.add_argument(
+        "--logging",
+        action="store_true",
+        help="also time the search with its per-unit curves logged to W&B (offline) every step",
+    )
+
+
 def setup(args: argparse.Namespace) -> None:
     """Threads, cuDNN autotuning and quiet logs for a benchmark process."""
     if args.device == "cpu":
@@ -280,10 +289,15 @@ class Search:
         self.lm = self.prepared.lm
 
     def trainer(
-        self, max_steps: int, precision: str, callbacks: Sequence[L.Callback] = ()
+        self,
+        max_steps: int,
+        precision: str,
+        callbacks: Sequence[L.Callback] = (),
+        logger: Any = False,
     ) -> L.Trainer:
-        """The Trainer ``run_search_job`` builds (without a logger, so nothing is written);
-        ``precision`` as ``trainer.precision`` (it changes nothing ``prepare`` builds)."""
+        """The Trainer ``run_search_job`` builds (by default without a logger, so nothing is
+        written; a logger logs every step); ``precision`` as ``trainer.precision`` (it changes
+        nothing ``prepare`` builds)."""
         from mti_lightning.shells.trainer import make_trainer
 
         t = self.cfg["trainer"]
@@ -293,31 +307,52 @@ class Search:
             accelerator=t["accelerator"],
             devices=1,
             precision=precision,
-            logger=False,
+            logger=logger,
             callbacks=[*self.prepared.callbacks.values(), *callbacks],
             checkpoint_every=0,
-            log_every_n_steps=t["log_every_n_steps"],
+            log_every_n_steps=1 if logger else t["log_every_n_steps"],
             progress_bar=False,
         )
 
-    def fit(self, max_steps: int, precision: str, callbacks: Sequence[L.Callback] = ()) -> float:
-        """Fit ``max_steps`` steps; the wall seconds of ``trainer.fit``."""
+    def fit(
+        self,
+        max_steps: int,
+        precision: str,
+        callbacks: Sequence[L.Callback] = (),
+        logged: bool = False,
+        curves: bool = False,
+    ) -> float:
+        """Fit ``max_steps`` steps; the wall seconds of ``trainer.fit``. ``logged``: the
+        per-unit curves on and a W&B logger (offline, its run started before the fit) that
+        writes them at every step, the worst case of ``trainer.log_every_n_steps``; else no
+        logger, and curves only with ``curves`` (``self.log`` keeps them as tensors then)."""
         from mti_lightning.shells.draws import DrawDataModule
 
-        trainer = self.trainer(max_steps, precision, callbacks)
+        logger: Any = False
+        self.search.max_unit_curves = 16 if logged or curves else 0
+        if logged:
+            from lightning.pytorch.loggers import WandbLogger
+
+            os.environ.setdefault("WANDB_SILENT", "true")
+            logger = WandbLogger(save_dir=str(self.run_dir), offline=True, project="mti-bench")
+            logger.experiment  # noqa: B018 (start the run outside the timed steps)
+        trainer = self.trainer(max_steps, precision, callbacks, logger)
         data = DrawDataModule(self.search.transform, self.cfg["search"]["draws"], self.cfg["seed"])
         start = time.perf_counter()
         with quiet():
             trainer.fit(self.search, datamodule=data)
         sync(self.device)
-        return time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        if logged:
+            logger.experiment.finish()
+        return seconds
 
-    def runner(self, warmup: int, precision: str) -> Runner:
-        """``n`` timed steps after ``warmup`` steps of a fresh fit."""
+    def runner(self, warmup: int, precision: str, logged: bool = False) -> Runner:
+        """``n`` timed steps after ``warmup`` steps of a fresh fit (``logged``: see ``fit``)."""
 
         def run(n: int) -> float:
             timer = StepTimer(warmup, n, self.device)
-            self.fit(warmup + n, precision, [timer])
+            self.fit(warmup + n, precision, [timer], logged)
             return timer.seconds
 
         return run

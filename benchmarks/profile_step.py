@@ -7,8 +7,10 @@ forward convolutions (beside the number the truncated network runs once: equal m
 loop over draws or images), and host-device syncs (GPU: ``cudaStreamSynchronize`` /
 ``cudaDeviceSynchronize`` / ``cudaEventSynchronize``; CPU: ``aten::_local_scalar_dense``,
 the scalar reads that would wait for a GPU), each with the source line that caused it.
+``--curves`` profiles with the per-unit curves on (``self.log`` of tensors, no logger): the
+syncs per step must stay those of the run without them.
 
-    python -m benchmarks.profile_step --device cpu [--quick] [--out DIR]
+    python -m benchmarks.profile_step --device cpu [--quick] [--curves] [--out DIR]
 """
 
 from __future__ import annotations
@@ -170,9 +172,9 @@ def profile_kind(
         args.device,
     )
     precision = common.PRECISIONS["bf16" if args.device == "cuda" else "fp32"]
-    search.fit(warmup + 1, precision)
+    search.fit(warmup + 1, precision, curves=args.curves)
     profiler = StepProfiler(warmup, n, args.device)
-    search.fit(warmup + n, precision, [profiler])
+    search.fit(warmup + n, precision, [profiler], curves=args.curves)
     deepest = cam if kind == "invert" else layer
     x = torch.rand(search.batch, *search.lm.input_size)
     return {
@@ -183,14 +185,21 @@ def profile_kind(
         "images": search.search.n_images,
         "precision": precision,
         "steps": n,
+        "unit_curves": args.curves,
         "deepest_layer": deepest,
         "conv_in_truncated_forward": conv_count(search.lm.model.cpu(), deepest, x),
         **summarise(profiler.prof, n, args.device),
     }
 
 
+def curves_switch(parser: argparse.ArgumentParser) -> None:
+    """``--curves``: profile with the per-unit curves logged (``self.log`` of tensors, no
+    logger): they must add no host sync per step."""
+    parser.add_argument("--curves", action="store_true", help="per-unit curves on (self.log)")
+
+
 def main() -> None:
-    args = common.parse_args(__doc__.split("\n\n")[0])
+    args = common.parse_args(__doc__.split("\n\n")[0], curves_switch)
     common.setup(args)
     config = CONFIGS["quick" if args.quick else args.device]
     n, warmup = (3, 1) if args.quick else (10, 3)

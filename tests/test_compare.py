@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import wandb_offline
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from torch import nn
@@ -203,3 +204,17 @@ def test_compare_end_to_end_curvenet_a_cnn_and_a_vit(tmp_path):
     assert len(tables) == 1
     table = json.loads(tables[0].read_text())
     assert table["columns"][:3] == ["model", "weights", "layer"] and len(table["data"]) == 9
+    # the table with its images (held by the run's table artifact) and the report's artifact
+    artifacts = wandb_offline.artifacts(run)
+    (cells,) = [a for a in artifacts if a.name.endswith("-comparison")]
+    files = {c.path: c.local_path for c in cells.manifest.contents}
+    table = json.loads(Path(files["comparison.table.json"]).read_text())
+    columns = table["columns"]
+    assert len(columns) == len(set(columns)) and columns[-2:] == ["data_image", "mti_image"]
+    for row, r in zip(table["data"], rows):
+        assert row[-2]["_type"] == "image-file" and row[-2]["path"] in files
+        searched = bool(r["search_tension"])
+        assert (row[-1] is not None and row[-1]["_type"] == "image-file") == searched
+    (report,) = [a for a in artifacts if a.type == "comparison"]
+    names = {c.path for c in report.manifest.contents}
+    assert {"compare.csv", "compare.txt", "tension_by_model.png"} <= names

@@ -8,6 +8,7 @@ with Hydra, and the agent's command run for two sampled points with tiny setting
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import wandb_offline
 import yaml
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
@@ -110,6 +112,23 @@ def test_aggregate_of_a_multirun(units_multirun, tmp_path):
     text = (tmp_path / "aggregate.txt").read_text()
     assert text.startswith("2 runs, 2 images") and "bn2:1@center" in text
     assert (tmp_path / "aggregate.png").stat().st_size > 0
+    # the rows come from each run's summary (what its W&B run holds), one more row per run
+    with open(tmp_path / "aggregate.csv") as f:
+        units = {r["run"]: r for r in csv.DictReader(f)}
+    with open(tmp_path / "aggregate_runs.csv") as f:
+        runs = {r["run"]: r for r in csv.DictReader(f)}
+    for job in ("0", "1"):
+        summary = json.loads((units_multirun / job / "metrics.json").read_text())["summary"]
+        feature = f"bn2:{job}@center"
+        assert float(units[job]["end_tension"]) == pytest.approx(
+            summary[f"unit/{feature}/end_tension"]
+        )
+        assert float(runs[job]["mean_end_tension"]) == pytest.approx(
+            summary["summary/mean_end_tension"]
+        )
+        assert runs[job]["layer"] == "bn2" and float(runs[job]["layer_depth"]) == pytest.approx(
+            2 / 3
+        )
 
 
 def test_aggregate_of_nothing_is_a_clear_error(tmp_path):
@@ -157,8 +176,11 @@ def test_slurm_launcher_config_composes():
 
 
 def check_sweep(sweep: dict[str, Any], name: str) -> None:
-    """The keys W&B needs and the command shape the project uses."""
-    assert sweep.get("method") in ("grid", "random"), f"{name}: method"
+    """The keys W&B needs, the metric it ranks by, and the command shape the project uses."""
+    assert sweep.get("method") in ("grid", "random", "bayes"), f"{name}: method"
+    metric = sweep.get("metric")
+    assert isinstance(metric, dict) and metric.get("goal") in ("maximize", "minimize"), name
+    assert str(metric.get("name", "")).startswith("summary/"), f"{name}: metric name"
     assert sweep.get("program") == "mti", f"{name}: program must be mti"
     command = sweep.get("command")
     assert isinstance(command, list) and command[:2] == ["${env}", "${program}"], name
@@ -229,7 +251,8 @@ def with_overrides(command: list[str], overrides: list[str]) -> list[str]:
 
 
 def two_points(sweep: dict[str, Any], seed: int = 0) -> list[dict[str, Any]]:
-    """Grid: the first and last point (every axis at both ends); random: two seeded draws."""
+    """Grid: the first and last point (every axis at both ends); random and bayes (whose
+    first points are drawn from the priors too): two seeded draws."""
     if sweep["method"] == "grid":
         points = grid_points(sweep["parameters"])
         return [points[0], points[-1]]
@@ -243,8 +266,13 @@ def tiny_input(command: list[str]) -> list[str]:
     return [] if name == "curvenet" or "vit" in name else ["model.input_size=[3,64,64]"]
 
 
-def test_there_are_the_three_sweep_files():
-    assert [p.stem for p in SWEEPS] == ["architectures_grid", "layers_random", "units_grid"]
+def test_there_are_the_four_sweep_files():
+    assert [p.stem for p in SWEEPS] == [
+        "architectures_grid",
+        "layers_random",
+        "search_tuning_bayes",
+        "units_grid",
+    ]
 
 
 def test_grid_and_random_expansion():
@@ -277,13 +305,15 @@ def test_sweep_file_composes_at_every_point(path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
-def test_sweep_file_runs_two_sampled_points(path, tmp_path):
+def test_sweep_file_runs_two_sampled_points_that_log_its_metric(path, tmp_path):
+    """Each point runs as the agent runs it, logging to W&B (offline here): its run's summary
+    holds the metric the sweep file ranks by, equal to ``metrics.json``'s."""
     sweep = yaml.safe_load(path.read_text())
     procs = []
     for k, point in enumerate(two_points(sweep)):  # two agents at once, as on two GPUs
         command = agent_command(sweep, point)
         # the one change besides tiny settings: the CPU trainer (no GPU here)
-        tiny = [*FAST, *tiny_input(command), "trainer=cpu", "logger=csv", f"hydra.run.dir=run{k}"]
+        tiny = [*FAST, *tiny_input(command), "trainer=cpu", "logger=wandb", f"hydra.run.dir=run{k}"]
         command = with_overrides(command, tiny)
         err = open(tmp_path / f"stderr{k}.txt", "w")  # noqa: SIM115 (closed below)
         proc = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=err, stderr=err)
@@ -296,3 +326,6 @@ def test_sweep_file_runs_two_sampled_points(path, tmp_path):
         record = json.loads((tmp_path / f"run{k}" / "metrics.json").read_text())
         assert record["steps_run"] == 2
         assert all(r["end_tension"] is not None for r in record["images"])
+        metric = sweep["metric"]["name"]
+        logged = wandb_offline.summary(tmp_path / f"run{k}")
+        assert logged[metric] == pytest.approx(record["summary"][metric]), (metric, command)

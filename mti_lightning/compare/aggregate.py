@@ -1,11 +1,14 @@
 """Aggregation of a sweep: the ``metrics.json`` of many run directories in one table and figure.
 
 ``aggregate.runs`` is a directory (a multirun's sweep directory, searched recursively) or a
-glob of run directories / ``metrics.json`` files. Each image of each run becomes one row, with
-the Hydra overrides that differ between the runs (``.hydra/overrides.yaml`` of each job) as the
-``varied`` column, so the table says what the sweep changed. Writes ``aggregate.csv``,
-``aggregate.txt`` (highest end tension first) and ``aggregate.png``; with ``logger=wandb``
-also a W&B table.
+glob of run directories / ``metrics.json`` files. Each unit of each run becomes one row, read
+from the run's summary (the ``unit/UNIT/...`` values its W&B run holds; older runs: their
+``images`` rows), with the Hydra overrides that differ between the runs
+(``.hydra/overrides.yaml`` of each job) as the ``varied`` column, so the table says what the
+sweep changed. Writes ``aggregate.csv``, ``aggregate_runs.csv`` (one row per run: its
+``summary/...`` aggregates, layer and relative depth), ``aggregate.txt`` (highest end tension
+first) and ``aggregate.png``; with ``logger=wandb`` also the W&B tables ``aggregate`` and
+``aggregate_runs`` and the outputs as an artifact.
 """
 
 from __future__ import annotations
@@ -65,29 +68,56 @@ def _overrides(run: Path) -> dict[str, str]:
     return dict(item.split("=", 1) for item in items if "=" in item)
 
 
-def gather(paths: list[Path]) -> list[dict[str, Any]]:
-    """One row per image of every run, with the overrides that vary across the runs."""
+def units_of(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """One dict per unit of a run's ``metrics.json``: from its summary (``unit/UNIT/KEY``, the
+    values its W&B run holds), or from its ``images`` rows for runs made before summaries."""
+    summary = record.get("summary")
+    if not summary:
+        return [{k: image.get(k) for k in COLUMNS[2:]} for image in record["images"]]
+    units: dict[str, dict[str, Any]] = {}
+    for key, value in summary.items():
+        if key.startswith("unit/"):
+            unit, _, name = key[len("unit/") :].rpartition("/")
+            units.setdefault(unit, {"feature": unit})[name] = value
+    return [{k: u.get(k) for k in COLUMNS[2:]} for u in units.values()]
+
+
+def gather(paths: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One row per unit of every run, and one per run (its ``summary/...`` aggregates and
+    what it searched), with the overrides that vary across the runs."""
     runs = [p.parent for p in paths]
     root = Path(os.path.commonpath([r.resolve() for r in runs]))
     overrides = [_overrides(r) for r in runs]
     keys = sorted({k for o in overrides for k in o})
     varied = [k for k in keys if len({o.get(k) for o in overrides}) > 1]
-    rows = []
+    rows, per_run = [], []
     for path, run, over in zip(paths, runs, overrides):
         record = json.loads(path.read_text())
         name = str(run.resolve().relative_to(root)) if run.resolve() != root else run.name
-        for image in record["images"]:
-            rows.append(
-                {
-                    "run": name,
-                    "varied": " ".join(f"{k}={over[k]}" for k in varied if k in over),
-                    "model": record.get("model"),
-                    "kind": record.get("kind"),
-                    "steps_run": record.get("steps_run"),
-                    **{k: image.get(k) for k in COLUMNS[2:]},
-                }
-            )
-    return rows
+        facts = record.get("run") or {}
+        common = {
+            "run": name,
+            "varied": " ".join(f"{k}={over[k]}" for k in varied if k in over),
+            "model": record.get("model"),
+            "kind": record.get("kind"),
+            "steps_run": record.get("steps_run"),
+        }
+        rows += [{**common, **unit} for unit in units_of(record)]
+        aggregates = {
+            k.removeprefix("summary/"): v
+            for k, v in (record.get("summary") or {}).items()
+            if k.startswith("summary/")
+        }
+        per_run.append(
+            {
+                **common,
+                "layer": facts.get("layer"),
+                "layer_depth": facts.get("layer_depth"),
+                "model_trained": facts.get("model_trained", record.get("model_trained")),
+                **aggregates,
+            }
+        )
+    return rows, per_run
 
 
 def aggregate_figure(path: Path, rows: list[dict[str, Any]], top: int, title: str) -> Path:
@@ -127,15 +157,27 @@ def run_aggregate(cfg: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
     a = cfg["aggregate"]
     run_dir = Path(run_dir)
     paths = find_metrics(str(a["runs"]), exclude=run_dir)
-    rows = gather(paths)
+    rows, per_run = gather(paths)
     write_csv(run_dir / "aggregate.csv", rows)
+    write_csv(run_dir / "aggregate_runs.csv", per_run)
     ranked = sorted(rows, key=lambda r: -(r["end_tension"] or 0.0))
     table = text_table(ranked, COLUMNS)
     header = f"{len(paths)} runs, {len(rows)} images from {a['runs']}"
     write_text(run_dir / "aggregate.txt", f"{header}\n\n{table}\n")
     figure = aggregate_figure(run_dir / "aggregate.png", rows, int(a["top"]), header)
-    log_to_wandb(cfg, run_dir, "aggregate", rows, [figure])
+    log_to_wandb(
+        cfg,
+        run_dir,
+        "aggregate",
+        rows,
+        [figure],
+        tables={"aggregate_runs": per_run},
+        outputs=["aggregate.csv", "aggregate_runs.csv", "aggregate.txt", "aggregate.png"],
+    )
     print(header)
     print(table)
-    print(f"mti: aggregate in {run_dir} (aggregate.csv, aggregate.txt, aggregate.png)")
+    print(
+        f"mti: aggregate in {run_dir} (aggregate.csv, aggregate_runs.csv, aggregate.txt, "
+        "aggregate.png)"
+    )
     return rows

@@ -107,8 +107,11 @@ def write_report(
     plans: list[Plan],
     rows: list[dict[str, Any]],
     data: dict[str, dict[str, torch.Tensor]],
+    image_root: Path | None = None,
 ) -> None:
-    """``compare.csv``, ``compare.txt`` (header + table), figures, and the W&B table."""
+    """``compare.csv``, ``compare.txt`` (header + table), figures, and the W&B table with
+    each unit's tensest data image (under ``image_root``) and MTI as image cells, and the
+    report's files as an artifact."""
     write_csv(run_dir / "compare.csv", rows)
     table = text_table(rows, COLUMNS)
     write_text(run_dir / "compare.txt", f"{header}\n\n{table}\n")
@@ -117,7 +120,21 @@ def write_report(
         tension_figure(run_dir / "tension_by_model.png", data, title),
         search_figure(run_dir / "data_vs_search.png", rows, title),
     ]
-    log_to_wandb(cfg, run_dir, "comparison", rows, figures)
+
+    def found(path: Path) -> Path | None:
+        return path if path.is_file() else None
+
+    images = {
+        "data_image": [
+            found(image_root / r["tension_max_image"]) if image_root is not None else None
+            for r in rows
+        ],
+        "mti_image": [
+            found(run_dir / r["search_image"]) if r["search_image"] else None for r in rows
+        ],
+    }
+    outputs = ["compare.csv", "compare.txt", *(f.name for f in figures), "data"]
+    log_to_wandb(cfg, run_dir, "comparison", rows, figures, images=images, outputs=outputs)
     print(header)
     print(table)
     print(f"mti: comparison in {run_dir} (compare.csv, compare.txt, *.png)")

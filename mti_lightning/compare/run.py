@@ -311,6 +311,9 @@ def unit_rows(
                 "search_ratio": s["end_tension_ratio"] if s else None,
                 "search_activation": s["end_activation"] if s else None,
                 "search_over_data": s["end_tension"] / t_max if s and t_max > 0 else None,
+                "search_image": f"searches/{plan.name}/images/image_{s['image']:03d}.png"
+                if s
+                else None,
             }
         )
     return rows
@@ -349,7 +352,7 @@ def run_compare(cfg: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
         rows += unit_rows(plan, values, names, _search(plan, cfg, run_dir))
         skipped = len(files) - len(kept)
     header = _header(cfg, plans, rows, images_line, skipped)
-    write_report(cfg, run_dir, header, plans, rows, data)
+    write_report(cfg, run_dir, header, plans, rows, data, image_root=folder)
     return rows
 
 

@@ -8,7 +8,7 @@ draws), so every image of a batch can have its own feature and target. Terms com
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -20,11 +20,18 @@ from mti_lightning.core.errors import MTIConfigError
 
 @dataclass
 class Evaluation:
-    """What one forward produced: layer values ``(K*D, ...)`` and feature values ``(K, D)``."""
+    """What one forward produced: layer values ``(K*D, ...)`` and feature values ``(K, D)``.
+
+    ``record``: what the terms computed on the way, detached, per image ``(K,)`` (mean over
+    the draws): ``e_plus``, ``e_minus``, ``tension``, ``tension_ratio`` from a ``Tension``
+    term, ``match`` from a ``SpatialChannelCosine`` term. A search logs them as its curves
+    without another forward or backward.
+    """
 
     acts: dict[str, torch.Tensor]
     values: torch.Tensor
     images: torch.Tensor
+    record: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def n_images(self) -> int:
@@ -191,7 +198,9 @@ class SpatialChannelCosine(Objective):
         t = t.flatten(1)[:, None, :]
         dot = (a * t).sum(-1)
         cos = dot / (a.norm(dim=-1) * t.norm(dim=-1) + 1e-8)
-        return (dot * cos.clamp_min(1e-6).pow(self.power)).mean(1)
+        score = (dot * cos.clamp_min(1e-6).pow(self.power)).mean(1)
+        ev.record["match"] = score.detach()
+        return score
 
 
 def smooth_min(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -200,6 +209,18 @@ def smooth_min(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Te
     tau = (temperature * (a.abs() + b.abs()).detach() / 2).clamp_min(1e-8)
     stacked = torch.stack([-a / tau, -b / tau])
     return -tau * torch.logsumexp(stacked, 0)
+
+
+def _record_energies(ev: Evaluation, e_plus: torch.Tensor, e_minus: torch.Tensor) -> None:
+    """Per-image means over the draws of the energies, tension and tension ratio."""
+    lo, hi = torch.minimum(e_plus, e_minus), torch.maximum(e_plus, e_minus)
+    ratio = torch.where(hi > 0, lo / hi.clamp_min(1e-30), torch.zeros_like(hi))
+    ev.record.update(
+        e_plus=e_plus.mean(1),
+        e_minus=e_minus.mean(1),
+        tension=lo.mean(1),
+        tension_ratio=ratio.mean(1),
+    )
 
 
 class Tension(Objective):
@@ -242,6 +263,7 @@ class Tension(Objective):
 
     def score(self, ev: Evaluation) -> torch.Tensor:
         e_plus, e_minus = self.energies(ev)
+        _record_energies(ev, e_plus.detach(), e_minus.detach())
         s = smooth_min(e_plus, e_minus, self.temperature)
         if self.hold is not None:
             scale = ((e_plus + e_minus).detach() / 2).clamp_min(1e-6)

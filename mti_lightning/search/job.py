@@ -26,6 +26,7 @@ from mti_lightning.core.transforms import TransformConfig
 from mti_lightning.search.layer_choice import auto_attribution_layer, resolve_target
 from mti_lightning.search.summary import format_table, summary_figure, summary_rows
 from mti_lightning.search.targets import parse_targets
+from mti_lightning.search.tracking import run_facts, summary_values, track_search
 from mti_lightning.shells.callbacks import (
     ImageSnapshots,
     NonFiniteGuard,
@@ -37,6 +38,7 @@ from mti_lightning.shells.draws import DrawDataModule
 from mti_lightning.shells.loggers import logger_from_config
 from mti_lightning.shells.search import MTISearch
 from mti_lightning.shells.trainer import check_trainer_options, make_trainer
+from mti_lightning.shells.wandb_record import UnitCurvePanels
 
 KINDS = ("mti", "visualize", "visualize_neg", "invert", "accentuate")
 
@@ -149,6 +151,7 @@ def prepare(cfg: dict, run_dir: Path) -> Prepared:
     features = [str(sp) for sp in specs]
     if kind == "invert":
         features = [f"{f} (+)" for f in map(str, specs)] + [f"{f} (-)" for f in map(str, specs)]
+    search.name_units(features, cfg["logger"].get("max_unit_curves", 16))
     callbacks = _callbacks(cfg, run_dir, kind, layer)
     if cfg["callbacks"].get("atlas"):
         from mti_lightning.atlas.callback import atlas_callback
@@ -169,6 +172,7 @@ def _callbacks(cfg: dict, run_dir: Path, kind: str, layer: str | None) -> dict[s
         cbs["transparency"] = TransparencyMaps()
     if c.get("stop_activation") is not None:
         cbs["stop"] = StopAtTarget(c["stop_activation"], c["check_every"])
+    cbs["curve_panels"] = UnitCurvePanels()
     inv = s.get("inversions") or {}
     if kind == "mti" and inv.get("enabled") and layer:
         cbs["inversions"] = PlusMinusInversions(
@@ -219,7 +223,7 @@ def run_search_job(cfg: dict, run_dir: Path) -> dict[str, Any]:
 
 
 def _write_results(cfg, run_dir, prepared, trainer, images, agreement, logger, ckpt) -> dict:
-    search, cbs = prepared.search, prepared.callbacks
+    search, cbs, s = prepared.search, prepared.callbacks, cfg["search"]
     inv = cbs["inversions"].result if "inversions" in cbs else {}
     start = search.measured.get("start", {})
     end = search.measured.get("end", {})
@@ -256,32 +260,18 @@ def _write_results(cfg, run_dir, prepared, trainer, images, agreement, logger, c
         "ddp_max_image_diff": agreement,
         "step_network": prepared.search.step_net.describe() if prepared.search.step_net else None,
         "images": rows,
+        "run": run_facts(s["kind"], prepared.lm, prepared.specs, search.metric_layer),
+        "summary": summary_values(
+            search.unit_names, rows, trainer.global_step, search.metric_layer is not None
+        ),
     }
     write_json(run_dir / "metrics.json", record)
     table = format_table(rows)
     write_text(run_dir / "summary.txt", table + "\n")
     title = f"{cfg['search']['kind']} on {prepared.lm.name} ({prepared.lm.source})"
     summary_figure(run_dir / "summary.png", rows, images, inv or None, title)
-    _log_table(logger, rows, images, inv)
+    alpha = tensors.get("alpha")
+    track_search(logger, cfg, run_dir, record, search.unit_names, images, inv or None, alpha)
     print(table)
     print(f"mti: run directory {run_dir}")
     return record
-
-
-def _log_table(logger: Any, rows: list[dict], images: torch.Tensor, inv: dict) -> None:
-    from lightning.pytorch.loggers import WandbLogger
-
-    if not isinstance(logger, WandbLogger):
-        return
-    import wandb
-
-    def pic(t: torch.Tensor) -> wandb.Image:
-        return wandb.Image(t.float().clamp(0, 1).permute(1, 2, 0).cpu().numpy())
-
-    columns = ["image", "plus", "minus", *rows[0].keys()] if inv else ["image", *rows[0].keys()]
-    data = []
-    for k, r in enumerate(rows):
-        pics = [pic(images[k])] + ([pic(inv["plus"][k]), pic(inv["minus"][k])] if inv else [])
-        data.append(pics + list(r.values()))
-    logger.log_table(key="results", columns=columns, data=data)
-    logger.experiment.finish()

@@ -240,3 +240,16 @@ def auto_attribution_layer(
     """The attribution layer for ``search.attribution_layer=auto``: the nearest block boundary
     upstream of the target layers."""
     return attribution_layer_for(survey(model, input_size), targets, name)
+
+
+def relative_depth(s: Survey, layer: str) -> float | None:
+    """The relative depth in (0, 1] of the block ``layer`` lies in (the inverse of
+    :func:`layer_at_depth`: a block's feature layer at depth ``d`` reads ``d``): the blocks
+    ending before ``layer`` plus its own, over all blocks. None when the forward never
+    reaches ``layer`` or the model has no blocks."""
+    name = str(LayerRef.parse(layer))
+    if name not in s.order or not s.blocks:
+        return None
+    at = s.order.index(name)
+    before = sum(1 for t in s.targets if s.order.index(str(LayerRef.parse(t))) < at)
+    return min(before + 1, len(s.blocks)) / len(s.blocks)

@@ -1,12 +1,19 @@
-"""Loggers of a run: W&B (offline by itself when no API key or server is reachable) or CSV."""
+"""Loggers of a run: W&B (offline by itself when no API key or server is reachable) or CSV.
+
+The W&B server is ``WANDB_BASE_URL`` when set (a self-hosted server), else W&B's cloud; the
+online/offline decision probes that server only, and reads the netrc entry of that server.
+"""
 
 from __future__ import annotations
 
 import netrc
 import os
 import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
@@ -14,19 +21,59 @@ from mti_lightning.core.errors import MTIConfigError
 
 LOGGERS = ("wandb", "csv", "none")
 WANDB_MODES = ("auto", "online", "offline")
+DEFAULT_SERVER = "https://api.wandb.ai"
 _told = False
 
 
-def _has_api_key() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
+@dataclass(frozen=True)
+class Server:
+    """Where W&B would log online: ``WANDB_BASE_URL`` (a self-hosted server) or W&B's cloud.
+
+    ``machine`` is the netrc entry wandb itself reads and writes for the server (the URL's
+    ``host[:port]``); ``host``/``port`` are what the reachability probe connects to.
+    """
+
+    url: str
+    machine: str
+    host: str
+    port: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Server:
+        env = os.environ if env is None else env
+        url = env.get("WANDB_BASE_URL") or DEFAULT_SERVER
+        parts = urlsplit(url if "://" in url else f"https://{url}")
+        if not parts.hostname:
+            raise MTIConfigError(
+                f"WANDB_BASE_URL={url!r} names no host; give e.g. http://wandb.mylab.org:8080"
+            )
+        port = parts.port or (80 if parts.scheme == "http" else 443)
+        return cls(url.rstrip("/"), parts.netloc, parts.hostname, port)
+
+
+def _netrc_path(env: Mapping[str, str]) -> Path:
+    """The netrc file wandb reads: ``NETRC`` when set, else ``~/.netrc``."""
+    return Path(env.get("NETRC") or "~/.netrc").expanduser()
+
+
+def has_api_key(server: Server, env: Mapping[str, str] | None = None) -> bool:
+    """``WANDB_API_KEY``, or a netrc entry with a password for this server's machine."""
+    env = os.environ if env is None else env
+    if env.get("WANDB_API_KEY"):
         return True
     try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (FileNotFoundError, netrc.NetrcParseError):
+        entries = netrc.netrc(str(_netrc_path(env)))
+    except (OSError, netrc.NetrcParseError):
         return False
+    for machine in dict.fromkeys((server.machine, server.host)):
+        found = entries.authenticators(machine)
+        if found and found[2]:
+            return True
+    return False
 
 
-def _reachable(host: str = "api.wandb.ai", port: int = 443, timeout: float = 3.0) -> bool:
+def reachable(host: str, port: int, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds."""
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
@@ -34,20 +81,42 @@ def _reachable(host: str = "api.wandb.ai", port: int = 443, timeout: float = 3.0
         return False
 
 
-def wandb_mode(mode: str) -> str:
-    """Resolve ``auto`` to online or offline; say once why it is offline."""
-    global _told
+def decide_mode(mode: str, env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """``(online|offline|disabled, why)`` for ``logger.mode``: an explicit mode wins; ``auto``
+    follows ``WANDB_MODE`` when set, else goes online only with an API key for the server
+    (``WANDB_BASE_URL`` or W&B's cloud) and that server answering. Only the configured server
+    is probed, and only when a key for it is there."""
     if mode not in WANDB_MODES:
         raise MTIConfigError(f"logger.mode {mode!r}; valid: {', '.join(WANDB_MODES)}")
     if mode != "auto":
-        return mode
-    if _has_api_key() and _reachable():
-        return "online"
-    if not _told:
-        why = "no W&B API key" if not _has_api_key() else "the W&B server is unreachable"
-        print(f"mti: {why}; logging W&B offline (upload later with `wandb sync <run>/wandb`)")
+        return mode, f"logger.mode={mode}"
+    env = os.environ if env is None else env
+    forced = (env.get("WANDB_MODE") or "").strip().lower()
+    if forced in ("offline", "dryrun"):
+        return "offline", f"WANDB_MODE={forced}"
+    if forced in ("online", "disabled"):
+        return forced, f"WANDB_MODE={forced}"
+    server = Server.from_env(env)
+    if not has_api_key(server, env):
+        return "offline", f"no W&B API key for {server.machine} (WANDB_API_KEY or netrc)"
+    if not reachable(server.host, server.port):
+        return "offline", f"the W&B server {server.url} is unreachable"
+    return "online", f"API key for {server.machine} and the server answers"
+
+
+def wandb_mode(mode: str, run_dir: Path | None = None) -> str:
+    """Resolve ``mode`` (see :func:`decide_mode`); say once per process why it is offline and
+    how to upload the run later."""
+    global _told
+    resolved, why = decide_mode(mode)
+    if resolved == "offline" and not _told:
+        where = Path(run_dir) / "wandb" if run_dir is not None else Path("<run>") / "wandb"
+        print(
+            f"mti: {why}; logging W&B offline (upload later with "
+            f"`wandb sync {where}/offline-run-*`)"
+        )
         _told = True
-    return "offline"
+    return resolved
 
 
 def make_logger(
@@ -68,7 +137,7 @@ def make_logger(
     if kind == "csv":
         return CSVLogger(save_dir=str(run_dir), name="csv", version="")
     os.environ.setdefault("WANDB_SILENT", "true")
-    offline = wandb_mode(mode) == "offline"
+    offline = wandb_mode(mode, run_dir) == "offline"
     logger = WandbLogger(
         save_dir=str(run_dir),
         name=name,

@@ -10,6 +10,7 @@ over draws is the same maths as one larger draw batch.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -22,7 +23,7 @@ from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.fastnet import FastNet, fast_network
 from mti_lightning.core.features import Readout
 from mti_lightning.core.models import LoadedModel
-from mti_lightning.core.objectives import Objective
+from mti_lightning.core.objectives import Evaluation, Objective
 from mti_lightning.core.probes import capture
 from mti_lightning.core.relu import redirect_relus
 from mti_lightning.core.render import evaluate
@@ -30,6 +31,18 @@ from mti_lightning.core.transforms import TransformConfig, resize, sample_noise
 from mti_lightning.shells.metrics import FeatureEnergies
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+
+def unique_labels(names: Sequence[str]) -> list[str]:
+    """``names`` with repeats told apart (``a``, ``a#1``, ``a#2``): per-unit keys of a search
+    holding several images of one feature stay distinct."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        n = seen.get(name, 0)
+        seen[name] = n + 1
+        out.append(name if n == 0 else f"{name}#{n}")
+    return out
 
 
 class MTISearch(L.LightningModule):
@@ -41,6 +54,14 @@ class MTISearch(L.LightningModule):
     ``fast_net`` runs the steps on a copy of the network rewritten for speed (BatchNorms
     folded, ReLUs after max-pools, ...; exact at the probed layers; ``core.fastnet``);
     ``compile`` compiles that step network's forward.
+
+    Each step also logs per-image curves of what it computed, mean over its draws (no extra
+    forward or backward): ``activation/<unit>`` when the step reads the feature, and what the
+    objective recorded (``e_plus``, ``e_minus``, ``tension``, ``tension_ratio`` of a tension
+    term, ``match`` of an inversion), as tensors that the loggers read only at their cadence.
+    ``unit_names`` label the images (default ``0``, ``1``, ...); only the first
+    ``max_unit_curves`` images get curves (0: none), so a search of many units does not make
+    thousands of panels.
     """
 
     def __init__(
@@ -58,6 +79,8 @@ class MTISearch(L.LightningModule):
         fast_net: bool = True,
         track_pixel_grads: bool = False,
         measure_readout: Readout | None = None,
+        unit_names: Sequence[str] | None = None,
+        max_unit_curves: int = 16,
     ):
         super().__init__()
         if optimizer not in OPTIMIZERS:
@@ -88,6 +111,9 @@ class MTISearch(L.LightningModule):
         self.measured: dict[str, dict[str, torch.Tensor]] = {}
         self._images: torch.Tensor | None = None
         self.last_values: torch.Tensor | None = None
+        self.unit_names: list[str] = []
+        self.max_unit_curves = 0
+        self.name_units(unit_names, max_unit_curves)
 
     @property
     def n_images(self) -> int:
@@ -144,7 +170,33 @@ class MTISearch(L.LightningModule):
         # so the loss goes to the bar only when one is shown; loggers get it as a tensor
         shown = self.trainer.progress_bar_callback is not None
         self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=shown)
+        curves = self.unit_curves(ev)
+        if curves:
+            self.log_dict(curves, on_step=True, on_epoch=False, prog_bar=False)
         return loss
+
+    def name_units(self, names: Sequence[str] | None, max_curves: int = 16) -> None:
+        """Label the images (repeats told apart) and cap how many get per-step curves."""
+        if isinstance(max_curves, bool) or not isinstance(max_curves, int) or max_curves < 0:
+            raise MTIConfigError(
+                f"logger.max_unit_curves={max_curves!r}; need a whole number, 0 (none) or more"
+            )
+        n = self.n_images
+        names = list(names) if names is not None else [str(k) for k in range(n)]
+        if len(names) != n:
+            raise MTIConfigError(f"{len(names)} unit names for {n} images; give one per image")
+        self.unit_names, self.max_unit_curves = unique_labels(names), max_curves
+
+    def unit_curves(self, ev: Evaluation) -> dict[str, torch.Tensor]:
+        """``QUANTITY/UNIT`` -> this step's value (a 0-d tensor on the device) for the first
+        ``max_unit_curves`` images: one W&B section per quantity, one key per unit."""
+        n = min(self.max_unit_curves, self.n_images)
+        if n == 0:
+            return {}
+        quantities = dict(ev.record)
+        if self.readout is not None:
+            quantities = {"activation": self.last_values, **quantities}
+        return {f"{q}/{self.unit_names[k]}": v[k] for q, v in quantities.items() for k in range(n)}
 
     def on_after_backward(self) -> None:
         if self._images is not None and self._images.grad is not None:

@@ -7,12 +7,13 @@ table of rows (dicts with the same keys) and a few figures.
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mti_lightning.core.io import atomic_write
 from mti_lightning.shells.loggers import logger_from_config
+from mti_lightning.shells.wandb_record import log_table, track_outputs
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
@@ -56,14 +57,20 @@ def log_to_wandb(
     key: str,
     rows: Sequence[dict[str, Any]],
     figures: Sequence[Path],
+    images: Mapping[str, Sequence[Path | None]] | None = None,
+    tables: Mapping[str, Sequence[dict[str, Any]]] | None = None,
+    outputs: Sequence[str] = (),
 ) -> None:
-    """Log ``rows`` as the W&B table ``key`` and ``figures`` as images, when ``logger=wandb``
-    (offline without a server); nothing for the CSV logger or none."""
+    """Log ``rows`` as the W&B table ``key`` (``images``: extra columns of PNG files, one per
+    row or None, shown as images), the other ``tables``, ``figures`` as images and the files
+    ``outputs`` (relative to ``run_dir``) as a versioned artifact of type ``key``, when
+    ``logger=wandb`` (offline without a server); nothing for the CSV logger or none."""
     if cfg["logger"]["kind"] != "wandb":
         return
     logger = logger_from_config(cfg, run_dir)
-    columns = list(rows[0])
-    logger.log_table(key=key, columns=columns, data=[[r[c] for c in columns] for r in rows])
+    log_table(logger, key, rows, images or {})
+    for name, table in (tables or {}).items():
+        log_table(logger, name, table, {})
     for path in figures:  # one key each: W&B shows images of one key at one size
         logger.log_image(key=f"{key}_{path.stem}", images=[str(path)])
-    logger.experiment.finish()
+    track_outputs(logger, run_dir, key, outputs, cfg)
