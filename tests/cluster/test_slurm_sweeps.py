@@ -1,0 +1,66 @@
+"""Sweeps on a real SLURM cluster through the submitit launcher (``hydra/launcher=slurm``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from slurm_cluster import Cluster
+
+pytestmark = pytest.mark.slow
+
+MTI = str(Path(sys.executable).parent / "mti")
+# a tiny CurveNet search: a few steps, two draws, short inversions
+TINY = [
+    "model=curvenet",
+    "target.layer=bn2",
+    "target.position=center",
+    "search.steps=4",
+    "search.draws=2",
+    "search.inversions.steps=2",
+]
+# one CPU and 1 GB per job on the test node, no GPU
+SLURM = [
+    "hydra/launcher=slurm",
+    "hydra.launcher.gpus_per_node=0",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "hydra.launcher.timeout_min=10",
+]
+
+
+def mti(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 400):
+    env = dict(env, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
+    env.pop("WANDB_API_KEY", None)
+    return subprocess.run(
+        [MTI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_a_multirun_of_two_units_runs_as_two_slurm_jobs(cluster: Cluster, tmp_path: Path):
+    out = mti(
+        ["-m", *SLURM, *TINY, "target.channel=1,2", "hydra.sweep.dir=sweep"],
+        cwd=tmp_path,
+        env=cluster.env,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    sweep = tmp_path / "sweep"
+    logs = sorted((sweep / ".submitit").glob("*/*_log.out"))
+    assert len(logs) == 2, logs  # two SLURM jobs, one log each
+    for num, channel in ((0, 1), (1, 2)):
+        run = sweep / str(num)
+        record = json.loads((run / "metrics.json").read_text())
+        assert record["steps_run"] == 4
+        assert record["images"][0]["feature"] == f"bn2:{channel}@center"
+        assert (run / "images" / "image_000.png").is_file()
+        assert (run / "summary.png").is_file()
+        (wandb_run,) = (run / "wandb").glob("offline-run-*")
+        assert list(wandb_run.glob("run-*.wandb"))
+    assert os.environ.get("SLURM_JOB_ID") is None  # the jobs ran under SLURM, not this process
+    job_ids = {p.parent.name for p in logs}
+    assert all(j.split("_")[0].isdigit() for j in job_ids)
