@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-
 from slurm_cluster import Cluster, ClusterError, start
 
 
@@ -24,3 +24,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         pytest.skip(f"no SLURM cluster: {err}")
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def one_process_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The DDP tests' search run as one process with all the draws (no SLURM)."""
+    from test_slurm_jobs import DDP
+    from test_slurm_sweeps import mti
+
+    cwd = tmp_path_factory.mktemp("one_process")
+    out = mti([*DDP, "hydra.run.dir=one"], cwd=cwd, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return cwd / "one"

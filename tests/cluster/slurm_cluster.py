@@ -59,7 +59,8 @@ def write_config(root: Path) -> Path:
         "SlurmdUser=root",
         "AuthType=auth/munge",
         "CredType=cred/munge",
-        f"AuthInfo=socket={root / 'munge' / 'munge.socket'}",
+        # a requeued job waits cred_expire seconds before it may start again (default 120)
+        f"AuthInfo=socket={root / 'munge' / 'munge.socket'},cred_expire=10",
         f"StateSaveLocation={root / 'state'}",
         f"SlurmdSpoolDir={root / 'spool'}",
         f"SlurmctldPidFile={root / 'slurmctld.pid'}",
@@ -72,6 +73,7 @@ def write_config(root: Path) -> Path:
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_CPU",
         "SchedulerType=sched/builtin",
+        "SchedulerParameters=sched_interval=2",  # pending jobs (a requeued one) tested often
         "MpiDefault=none",
         "JobAcctGatherType=jobacct_gather/none",
         "AccountingStorageType=accounting_storage/none",

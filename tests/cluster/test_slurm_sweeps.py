@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from slurm_cluster import Cluster
 
 pytestmark = pytest.mark.slow
@@ -64,3 +63,22 @@ def test_a_multirun_of_two_units_runs_as_two_slurm_jobs(cluster: Cluster, tmp_pa
     assert os.environ.get("SLURM_JOB_ID") is None  # the jobs ran under SLURM, not this process
     job_ids = {p.parent.name for p in logs}
     assert all(j.split("_")[0].isdigit() for j in job_ids)
+
+
+def test_d_a_bad_unit_fails_alone_and_the_sweep_names_it(cluster: Cluster, tmp_path: Path):
+    out = mti(
+        ["-m", *SLURM, *TINY, "target.channel=1,999", "hydra.sweep.dir=sweep"],
+        cwd=tmp_path,
+        env=cluster.env,
+    )
+    assert out.returncode == 2, out.stderr[-3000:]
+    sweep = tmp_path / "sweep"
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["steps_run"] == 4
+    assert not (sweep / "1" / "metrics.json").exists()
+    (err_log,) = (sweep / ".submitit").glob("*_1/*_log.err")
+    errors = [ln for ln in err_log.read_text().splitlines() if ln.startswith("mti: error:")]
+    assert errors == ["mti: error: channel 999 out of range for layer bn2: valid 0..31"]
+    report = out.stderr[out.stderr.index("mti: error: 1 job(s) of the multirun failed") :]
+    failed = report.splitlines()[1]
+    assert failed.startswith("  #1 ") and "target.channel=999" in failed
+    assert "channel 999 out of range" in failed and str(err_log) in failed
