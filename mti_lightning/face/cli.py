@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.io import write_text
-from mti_lightning.face.failures import record_failure, report_failures
+from mti_lightning.face.failures import clear_failure, record_failure, report_failures
 from mti_lightning.face.tasks import run_task
 
 
@@ -52,6 +52,7 @@ def _main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     _quiet_lightning()
     task = cfg.get("task", "search")
+    clear_failure(run_dir)
     try:
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:

@@ -30,6 +30,11 @@ class SweepFailures(Callback):
         _sweep_dirs.append(Path(str(config.hydra.sweep.dir)).resolve())
 
 
+def clear_failure(run_dir: Path) -> None:
+    """Forget the failure an earlier run of this job recorded (a sweep rerun in place)."""
+    (run_dir / ERROR_FILE).unlink(missing_ok=True)
+
+
 def record_failure(run_dir: Path, error: str) -> None:
     """Write the failed job's one-line error, overrides and job id into its run directory."""
     hc = HydraConfig.get()

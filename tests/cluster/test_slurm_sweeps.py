@@ -41,44 +41,42 @@ def mti(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 400):
     )
 
 
-def test_a_multirun_of_two_units_runs_as_two_slurm_jobs(cluster: Cluster, tmp_path: Path):
+@pytest.fixture(scope="module")
+def sweep(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory):
+    """One sweep of three units, the last one out of range: the sweep directory and output."""
+    cwd = tmp_path_factory.mktemp("sweep")
     out = mti(
-        ["-m", *SLURM, *TINY, "target.channel=1,2", "hydra.sweep.dir=sweep"],
-        cwd=tmp_path,
+        ["-m", *SLURM, *TINY, "target.channel=1,2,999", "hydra.sweep.dir=sweep"],
+        cwd=cwd,
         env=cluster.env,
     )
-    assert out.returncode == 0, out.stderr[-3000:]
-    sweep = tmp_path / "sweep"
-    logs = sorted((sweep / ".submitit").glob("*/*_log.out"))
-    assert len(logs) == 2, logs  # two SLURM jobs, one log each
+    return cwd / "sweep", out
+
+
+def test_a_multirun_of_two_units_runs_as_two_slurm_jobs(sweep):
+    sweep, out = sweep
     for num, channel in ((0, 1), (1, 2)):
+        (log,) = (sweep / ".submitit").glob(f"*_{num}/*_{num}_0_log.out")
+        assert "Job completed successfully" in log.read_text()
         run = sweep / str(num)
         record = json.loads((run / "metrics.json").read_text())
-        assert record["steps_run"] == 4
+        assert record["steps_run"] == 4, out.stderr[-3000:]
         assert record["images"][0]["feature"] == f"bn2:{channel}@center"
         assert (run / "images" / "image_000.png").is_file()
         assert (run / "summary.png").is_file()
         (wandb_run,) = (run / "wandb").glob("offline-run-*")
         assert list(wandb_run.glob("run-*.wandb"))
     assert os.environ.get("SLURM_JOB_ID") is None  # the jobs ran under SLURM, not this process
-    job_ids = {p.parent.name for p in logs}
-    assert all(j.split("_")[0].isdigit() for j in job_ids)
 
 
-def test_d_a_bad_unit_fails_alone_and_the_sweep_names_it(cluster: Cluster, tmp_path: Path):
-    out = mti(
-        ["-m", *SLURM, *TINY, "target.channel=1,999", "hydra.sweep.dir=sweep"],
-        cwd=tmp_path,
-        env=cluster.env,
-    )
+def test_d_a_bad_unit_fails_alone_and_the_sweep_names_it(sweep):
+    sweep, out = sweep
     assert out.returncode == 2, out.stderr[-3000:]
-    sweep = tmp_path / "sweep"
-    assert json.loads((sweep / "0" / "metrics.json").read_text())["steps_run"] == 4
-    assert not (sweep / "1" / "metrics.json").exists()
-    (err_log,) = (sweep / ".submitit").glob("*_1/*_log.err")
+    assert not (sweep / "2" / "metrics.json").exists()
+    (err_log,) = (sweep / ".submitit").glob("*_2/*_log.err")
     errors = [ln for ln in err_log.read_text().splitlines() if ln.startswith("mti: error:")]
     assert errors == ["mti: error: channel 999 out of range for layer bn2: valid 0..31"]
     report = out.stderr[out.stderr.index("mti: error: 1 job(s) of the multirun failed") :]
     failed = report.splitlines()[1]
-    assert failed.startswith("  #1 ") and "target.channel=999" in failed
+    assert failed.startswith("  #2 ") and "target.channel=999" in failed
     assert "channel 999 out of range" in failed and str(err_log) in failed
