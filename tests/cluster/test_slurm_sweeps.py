@@ -45,8 +45,10 @@ def mti(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 400):
 def sweep(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory):
     """One sweep of three units, the last one out of range: the sweep directory and output."""
     cwd = tmp_path_factory.mktemp("sweep")
+    # the jobs' environment as README shows it: a venv activated by the sbatch script
+    setup = f'hydra.launcher.setup=["source {sys.prefix}/bin/activate","echo venv: $VIRTUAL_ENV"]'
     out = mti(
-        ["-m", *SLURM, *TINY, "target.channel=1,2,999", "hydra.sweep.dir=sweep"],
+        ["-m", *SLURM, setup, *TINY, "target.channel=1,2,999", "hydra.sweep.dir=sweep"],
         cwd=cwd,
         env=cluster.env,
     )
@@ -58,6 +60,7 @@ def test_a_multirun_of_two_units_runs_as_two_slurm_jobs(sweep):
     for num, channel in ((0, 1), (1, 2)):
         (log,) = (sweep / ".submitit").glob(f"*_{num}/*_{num}_0_log.out")
         assert "Job completed successfully" in log.read_text()
+        assert f"venv: {sys.prefix}" in log.read_text()  # the setup lines ran
         run = sweep / str(num)
         record = json.loads((run / "metrics.json").read_text())
         assert record["steps_run"] == 4, out.stderr[-3000:]
