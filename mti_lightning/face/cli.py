@@ -1,7 +1,8 @@
 """The ``mti`` command: Hydra composes ``conf/`` and the command line, then runs one task.
 
 Bad input ends the command with one line on stderr naming the bad value and the valid
-choices, and exit code 2.
+choices, and exit code 2; in a multirun the other jobs still run and the command lists the
+failed ones at the end.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.io import write_text
+from mti_lightning.face.failures import clear_failure, record_failure, report_failures
 from mti_lightning.face.tasks import run_task
 
 
@@ -50,6 +52,7 @@ def _main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     _quiet_lightning()
     task = cfg.get("task", "search")
+    clear_failure(run_dir)
     try:
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:
@@ -62,9 +65,20 @@ def _main(cfg: DictConfig) -> None:
         run_task(task, config, run_dir)
     except MTIConfigError as err:
         print(f"mti: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            sys.exit(2)
+        # in a sweep: Hydra records this job as failed and runs the others (an exit would end
+        # a local sweep here and leave a SLURM job without a result for its launcher)
+        record_failure(run_dir, str(err))
+        raise
 
 
 def main() -> None:
-    """Entry point of the ``mti`` console script."""
-    _main()
+    """Entry point of the ``mti`` console script; after a multirun with failed jobs it lists
+    them (``face/failures.py``) and exits with code 2."""
+    try:
+        _main()
+    except SystemExit as done:
+        if done.code not in (0, None) and report_failures():
+            sys.exit(2)
+        raise

@@ -209,6 +209,7 @@ def run_search_job(cfg: dict, run_dir: Path) -> dict[str, Any]:
         checkpoint_every=cfg["checkpoint"]["every_n_steps"],
         log_every_n_steps=t["log_every_n_steps"],
         progress_bar=t.get("progress_bar", False),
+        requeue_signal=t.get("requeue_signal", "USR2"),
     )
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt = str(last) if cfg["checkpoint"].get("resume") and last.exists() else None
@@ -219,6 +220,7 @@ def run_search_job(cfg: dict, run_dir: Path) -> dict[str, Any]:
     agreement = _ddp_agreement(trainer, images)
     if not trainer.is_global_zero:
         return {}
+    ckpt = ckpt or trainer.ckpt_path  # a SLURM requeue resumes from its hpc checkpoint
     return _write_results(cfg, run_dir, prepared, trainer, images, agreement, logger, ckpt)
 
 

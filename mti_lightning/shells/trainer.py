@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.shells.heap import KeepFreedMemory
+from mti_lightning.shells.slurm import slurm_plugins
 
 PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
@@ -81,11 +82,14 @@ def make_trainer(
     checkpoint_every: int = 0,
     log_every_n_steps: int = 10,
     progress_bar: bool = False,
+    requeue_signal: str | None = "USR2",
 ) -> L.Trainer:
-    """A Trainer that runs ``max_steps`` optimisation steps of a search in ``run_dir``."""
+    """A Trainer that runs ``max_steps`` optimisation steps of a search in ``run_dir``; as a
+    SLURM task it checkpoints and requeues itself on ``requeue_signal`` (``shells/slurm.py``)."""
     if max_steps < 1:
         raise MTIConfigError(f"steps={max_steps}; a search needs at least 1 step")
     check_trainer_options(accelerator, str(precision), devices)
+    plugins = slurm_plugins(requeue_signal)
     callbacks = [*callbacks, KeepFreedMemory()]
     if checkpoint_every > 0:
         callbacks.append(
@@ -107,6 +111,7 @@ def make_trainer(
         num_nodes=num_nodes,
         strategy=strategy,
         precision=str(precision),
+        plugins=plugins or None,
         logger=logger,
         callbacks=callbacks,
         enable_checkpointing=checkpoint_every > 0,
