@@ -11,9 +11,9 @@ from mti_lightning.core.errors import MTIConfigError
 
 
 def _search(cfg: dict[str, Any], run_dir: Path) -> None:
-    from mti_lightning.search.job import run_search_job
+    from mti_lightning.search.job import run_search
 
-    run_search_job(cfg, run_dir)
+    run_search(cfg, run_dir)
 
 
 def _curves(cfg: dict[str, Any], run_dir: Path) -> None:
@@ -80,18 +80,9 @@ def _aggregate(cfg: dict[str, Any], run_dir: Path) -> None:
 
 
 def _atlas(cfg: dict[str, Any], run_dir: Path) -> None:
-    from mti_lightning.atlas import AtlasConfig, run_atlas
-    from mti_lightning.shells.loggers import logger_from_config
+    from mti_lightning.atlas.face import atlas_from_config
 
-    atlas = AtlasConfig.from_dict(cfg["atlas"])
-    logger = logger_from_config(cfg, run_dir)
-    results = run_atlas(atlas, run_dir, cfg.get("stage"), logger or None)
-    for stage, record in results.items():
-        state = "skipped (up to date)" if record.get("skipped") else "done"
-        print(f"atlas stage {stage:<13} {state}")
-    print(
-        f"mti: atlas {run_dir / 'atlas' / 'atlas.png'}; viewer {run_dir / 'atlas' / 'atlas.html'}"
-    )
+    atlas_from_config(cfg, run_dir)
 
 
 TASKS: dict[str, Callable[[dict[str, Any], Path], None]] = {

@@ -25,7 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from mti_lightning.core.attribution import attribute
 from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.core.features import Readout
+from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.probes import LayerRef, resolve_module
 
 _CONTAINER = re.compile(r"^(blocks|stages|layers|layer\d+)$")
@@ -240,3 +243,18 @@ def auto_attribution_layer(
     """The attribution layer for ``search.attribution_layer=auto``: the nearest block boundary
     upstream of the target layers."""
     return attribution_layer_for(survey(model, input_size), targets, name)
+
+
+def attribution_layer_auto(lm: LoadedModel, readout: Readout) -> str:
+    """``attribution_layer=auto`` for the features of ``readout``: the model's own choice where
+    it has one (CurveNet: ``pool1``) and it lies upstream of every feature, else the nearest
+    block boundary upstream of the features' layers."""
+    preferred = lm.extra.get("attribution_layer")
+    if preferred:
+        try:
+            attribute(lm, torch.zeros(len(readout.specs), *lm.input_size), readout, [preferred])
+            return preferred
+        except MTIConfigError:
+            pass
+    layers = [sp.layer for sp in readout.specs]
+    return auto_attribution_layer(lm.model, lm.input_size, layers, lm.name)

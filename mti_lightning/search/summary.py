@@ -65,14 +65,16 @@ def _caption(r: dict) -> str:
     return "\n".join(parts)
 
 
-def summary_figure(
-    path: Path,
+def figure_png(
     rows: list[dict],
     images: torch.Tensor,
     inversions: dict[str, torch.Tensor] | None = None,
     title: str = "",
-) -> Path:
-    """PNG grid: one row per image (image, + inversion, - inversion) with figures below."""
+) -> bytes:
+    """The summary figure as PNG bytes: one row per image (image, + inversion, - inversion)
+    with its figures below."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,6 +97,19 @@ def summary_figure(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    return path
+    return buffer.getvalue()
+
+
+def summary_figure(
+    path: Path,
+    rows: list[dict],
+    images: torch.Tensor,
+    inversions: dict[str, torch.Tensor] | None = None,
+    title: str = "",
+) -> Path:
+    """Write :func:`figure_png` to ``path`` (atomically)."""
+    data = figure_png(rows, images, inversions, title)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))

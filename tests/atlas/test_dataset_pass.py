@@ -11,7 +11,7 @@ import torch
 from conftest import N_IMAGES, tiny_config, write_folder
 
 from mti_lightning.atlas import run_atlas
-from mti_lightning.atlas.data import TorchvisionSource
+from mti_lightning.atlas.data import torchvision_source
 from mti_lightning.atlas.dataset_pass import load_pass, prepare, recompute_maps
 from mti_lightning.core.errors import MTIConfigError
 
@@ -75,12 +75,12 @@ def test_icons_without_stored_maps(tmp_path: Path) -> None:
 
 
 def test_torchvision_source() -> None:
-    src = TorchvisionSource("FakeData", "", (24, 24))
+    src = torchvision_source("FakeData", "", (24, 24))
     img = src.load(3)
     assert img is not None and img.shape == (3, 24, 24) and 0 <= img.min() <= img.max() <= 1
     assert src.name(3) == "FakeData[3]" and src.label(3).isdigit()
     assert src.identity() == f"torchvision:FakeData:{len(src)}"
     with pytest.raises(MTIConfigError, match="unknown torchvision data set 'Nope'.*CIFAR10"):
-        TorchvisionSource("Nope", "", (24, 24))
+        torchvision_source("Nope", "", (24, 24))
     with pytest.raises(MTIConfigError, match="could not open torchvision data set CIFAR10"):
-        TorchvisionSource("CIFAR10", "/nonexistent", (24, 24))
+        torchvision_source("CIFAR10", "/nonexistent", (24, 24))

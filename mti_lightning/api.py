@@ -1,0 +1,363 @@
+"""The public Python API, in the paper's order: load a model, find maximally tense images
+(MTIs), visualise a feature, split an image into its excitatory and inhibitory components
+(+/- attribution inversion), accentuate, attribute, map a data set (the attribution atlas),
+compare architectures.
+
+    import mti_lightning as mti
+    net = mti.load_model("torchvision:resnet18")
+    result = mti.search(net, "layer3.0.bn1:1", steps=100)   # shows itself in Jupyter
+    result.rows, result.images, result.run_dir
+
+Every function composes the same config the ``mti`` command composes (``conf/``), updates it
+with its arguments, and runs the same code (``search.job.run_search``, ``atlas.run_atlas``,
+``compare.run.run_compare``): nothing exists in only one of the two faces. Options mirror the
+config keys: a bare key of one group (``lr=0.1`` is ``search.lr``, ``canvas=[64, 64]`` is
+``param.canvas``, ``jitter=0.1`` is ``transform.jitter``), a dotted key
+(``**{"search.inversions.steps": 20}``), a group as a dict (``transform={"rotate": 5}``), or a
+group's choice by name (``param="pixel"``, ``transform="none"``, ``trainer="ddp"``). Lightning's
+``devices``, ``strategy``, ``precision``, ``accelerator`` and ``num_nodes`` go to the trainer;
+``logger`` is ``"wandb"`` (the default, offline without an API key), ``"csv"``, ``None`` or a
+Lightning logger.
+
+Each run writes into its own directory: ``run_dir`` when given, else
+``outputs/api/DATE/TIME`` under the working directory (as the ``mti`` command's
+``outputs/DATE/TIME``), so nothing a notebook made is lost when the kernel stops.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from mti_lightning.core.errors import MTIConfigError, closest
+from mti_lightning.core.models import LoadedModel
+from mti_lightning.core.models import load_model as _load_model
+
+if TYPE_CHECKING:
+    from mti_lightning.atlas.result import AtlasResult
+    from mti_lightning.core.attribution import Attribution
+    from mti_lightning.search.result import SearchResult
+
+Model = str | nn.Module | LoadedModel
+Images = torch.Tensor | str | Path | Sequence[str | Path]
+
+GROUPS = ("search", "param", "transform", "callbacks", "trainer", "checkpoint", "model")
+GROUP_CHOICES = ("search", "param", "transform", "trainer", "logger")
+LIGHTNING = ("devices", "strategy", "precision", "accelerator", "num_nodes")
+MODEL_KEYS = ("input_size", "mean", "std", "pretrained", "checkpoint")
+
+
+# -- models -------------------------------------------------------------------------------
+
+
+def load_model(
+    model: Model,
+    input_size: Sequence[int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    pretrained: bool = False,
+    checkpoint: str | Path | None = None,
+) -> LoadedModel:
+    """A frozen model and the input it expects, from a built-in name (``curvenet``),
+    ``torchvision:NAME``, a timm name, or any ``nn.Module`` (then ``input_size`` (C, H, W) is
+    required; ``mean``/``std`` default to ImageNet's). ``pretrained`` fetches the library's
+    default weights (network needed; an unreachable download is a clear error, and
+    ``checkpoint=PATH`` loads local weights instead)."""
+    return _load_model(model, pretrained, checkpoint, input_size=input_size, mean=mean, std=std)
+
+
+# -- configs ------------------------------------------------------------------------------
+
+
+def compose(overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The config the ``mti`` command composes for ``overrides`` (``conf/``), as plain data."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from omegaconf import OmegaConf
+
+    with initialize_config_module("mti_lightning.conf", version_base="1.3"):
+        cfg = hydra_compose("config", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _model_group(model: Model | None) -> list[str]:
+    """``model=NAME`` where ``conf/model/NAME.yaml`` exists, so its defaults apply."""
+    if isinstance(model, str) and model:
+        conf = Path(__file__).resolve().parent / "conf" / "model" / f"{model}.yaml"
+        if conf.is_file():
+            return [f"model={model}"]
+    return []
+
+
+def _set(cfg: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = cfg
+    for i, part in enumerate(parents):
+        if not isinstance(node.get(part), dict):
+            raise MTIConfigError(f"unknown option {'.'.join(parents[: i + 1])!r}")
+        node = node[part]
+    if last not in node and parents and parents[0] != "target":
+        raise MTIConfigError(
+            f"unknown option {dotted!r}; valid in {'.'.join(parents)}: {', '.join(node)}"
+        )
+    if isinstance(value, Mapping) and isinstance(node.get(last), dict):
+        for key, sub in value.items():
+            _set(cfg, f"{dotted}.{key}", sub)
+    else:
+        node[last] = value
+
+
+def _key_of(cfg: dict[str, Any], name: str) -> str:
+    """The dotted config key that option ``name`` means."""
+    if "." in name or name in cfg:
+        return name
+    if name in LIGHTNING:
+        return f"trainer.{name}"
+    if name in MODEL_KEYS:
+        return f"model.{name}"
+    hits = [f"{g}.{name}" for g in GROUPS if isinstance(cfg.get(g), dict) and name in cfg[g]]
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        raise MTIConfigError(
+            f"option {name!r} is ambiguous: {' or '.join(hits)}; pass it dotted "
+            f"(**{{{hits[0]!r}: ...}}) or as a group dict ({hits[0].split('.')[0]}={{...}})"
+        )
+    known = [k for g in GROUPS if isinstance(cfg.get(g), dict) for k in cfg[g]]
+    raise MTIConfigError(
+        f"unknown option {name!r}; closest config keys: {closest(name, [*known, *cfg])}"
+    )
+
+
+def build_config(
+    base: Sequence[str], model: Model | None, options: Mapping[str, Any]
+) -> tuple[dict[str, Any], Any]:
+    """The composed config for ``base`` overrides and the model, updated by ``options``; and
+    the logger object when ``options['logger']`` is one (else None)."""
+    options = dict(options)
+    logger = options.pop("logger", "__config__")
+    overrides = [*base, *_model_group(model)]
+    for group in GROUP_CHOICES:
+        if isinstance(options.get(group), str):
+            overrides.append(f"{group}={options.pop(group)}")
+    logger_object = None
+    if logger is None or logger is False:
+        overrides.append("logger.kind=none")
+    elif isinstance(logger, str) and logger != "__config__":
+        overrides.append(f"logger={logger}")
+    elif logger != "__config__":
+        logger_object = logger
+    cfg = compose(overrides)
+    if isinstance(model, str) and model and not _model_group(model):
+        cfg["model"]["name"] = model
+    for name, value in options.items():
+        _set(cfg, _key_of(cfg, name), value)
+    return cfg, logger_object
+
+
+def _run_dir(run_dir: str | Path | None) -> Path:
+    if run_dir is not None:
+        return Path(run_dir)
+    return Path("outputs") / "api" / _dt.datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
+
+
+def _write_config(cfg: dict[str, Any], run_dir: Path) -> None:
+    """``config.yaml`` as the ``mti`` command writes it (tensors described, not stored)."""
+    from omegaconf import OmegaConf
+
+    from mti_lightning.core.io import write_text
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, torch.Tensor):
+            return f"<tensor {tuple(v.shape)}>"
+        return v if v is None or isinstance(v, (str, int, float, bool)) else str(v)
+
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(plain(cfg)))
+
+
+def _loaded(model: Model, cfg: dict[str, Any]) -> LoadedModel | None:
+    """A model object loaded with the config's model options (names load inside the run,
+    after seeding, exactly as the ``mti`` command loads them)."""
+    if isinstance(model, str):
+        return None
+    m = cfg["model"]
+    lm = _load_model(model, input_size=m.get("input_size"), mean=m.get("mean"), std=m.get("std"))
+    cfg["model"] = {**m, "name": lm.name, "source": lm.source}
+    return lm
+
+
+# -- searches -----------------------------------------------------------------------------
+
+
+def search(
+    model: Model,
+    targets: Any,
+    kind: str = "mti",
+    steps: int | None = None,
+    run_dir: str | Path | None = None,
+    **options: Any,
+) -> SearchResult:
+    """Optimise images for ``targets`` (``LAYER:CHANNEL@POSITION``, a list of them, or
+    ``{layer, channel, position}``), all in one batched search. ``kind``: ``mti`` (maximally
+    tense images with their +/- inversions), ``visualize``, ``visualize_neg``, ``invert`` or
+    ``accentuate`` (the last two need ``image=``). ``steps`` defaults to the config's."""
+    from mti_lightning.search.job import KINDS, run_search
+
+    if kind not in KINDS:
+        raise MTIConfigError(f"kind {kind!r}; valid: {', '.join(KINDS)}")
+    group = "visualize" if kind == "visualize_neg" else kind
+    cfg, logger = build_config([f"search={group}"], model, options)
+    cfg["search"]["kind"] = kind
+    cfg["target"] = targets
+    if steps is not None:
+        cfg["search"]["steps"] = steps
+    lm = _loaded(model, cfg)
+    out = _run_dir(run_dir)
+    from mti_lightning.search.job import prepare
+
+    prepare(cfg, out, lm)  # every bad input fails here, before the run directory is written
+    _write_config(cfg, out)
+    result = run_search(cfg, out, lm, logger)
+    if result is None:
+        raise RuntimeError("search ran on a process other than rank 0; use rank 0's result")
+    return result
+
+
+def visualize(model: Model, targets: Any, negative: bool = False, **options: Any) -> SearchResult:
+    """Feature visualisation: images that maximise ``targets`` (``negative``: minimise them,
+    showing what inhibits the feature)."""
+    return search(model, targets, "visualize_neg" if negative else "visualize", **options)
+
+
+def invert(
+    model: Model, images: Images, targets: Any, layer: str = "auto", **options: Any
+) -> SearchResult:
+    """+/- attribution inversion: for each image and target, one image rendered from noise to
+    match the excitatory part of its attribution at ``layer`` and one for the inhibitory
+    part. ``images``: file path(s) or a tensor ``(3, H, W)`` / ``(K, 3, H, W)`` in [0, 1]."""
+    options = {**options, "search.image": images, "search.attribution_layer": layer}
+    return search(model, targets, "invert", **options)
+
+
+def accentuate(model: Model, images: Images, targets: Any, **options: Any) -> SearchResult:
+    """Accentuation: raise ``targets`` starting from the images themselves, staying close to
+    them (``sign=-1`` lowers the feature)."""
+    return search(model, targets, "accentuate", **{**options, "search.image": images})
+
+
+# -- attribution --------------------------------------------------------------------------
+
+
+def _image_batch(images: Images, size: tuple[int, int] | None) -> torch.Tensor:
+    from mti_lightning.search.job import _seed_images
+
+    if isinstance(images, torch.Tensor) and size is None:
+        return images if images.dim() == 4 else images.unsqueeze(0)
+    return _seed_images(images, size)
+
+
+def attribute(
+    model: Model,
+    images: Images,
+    targets: Any,
+    layers: str | Sequence[str] = "auto",
+    input_size: Sequence[int] | None = None,
+) -> Attribution:
+    """Attribution ``act_L * d f / d act_L`` of each image's feature at each of ``layers``
+    (``auto``: the model's own attribution layer, else the block boundary before the
+    feature): ``.maps[layer]``, ``.energies[layer]`` (``e_plus``, ``e_minus``, ``tension``,
+    ...) and ``.activation``. One target serves every image; one image serves every target."""
+    from mti_lightning.core.attribution import attribute as core_attribute
+    from mti_lightning.core.features import build_readout
+    from mti_lightning.search.layer_choice import attribution_layer_auto, resolve_target
+    from mti_lightning.search.targets import parse_targets
+
+    lm = _load_model(model, input_size=input_size)
+    batch = _image_batch(images, None if isinstance(images, torch.Tensor) else lm.input_size[1:])
+    size = (lm.input_size[0], *batch.shape[2:])
+    specs = parse_targets(resolve_target(targets, lm.model, size, lm.name))
+    if len(specs) == 1 and len(batch) > 1:
+        specs = specs * len(batch)
+    elif len(batch) == 1 and len(specs) > 1:
+        batch = batch.expand(len(specs), -1, -1, -1)
+    if len(specs) != len(batch):
+        raise MTIConfigError(
+            f"{len(batch)} images and {len(specs)} targets; give one target for all images, "
+            "one image for all targets, or as many of each"
+        )
+    readout = build_readout(lm.model, size, specs)
+    names = [layers] if isinstance(layers, str) else list(layers)
+    device = next(iter(lm.model.parameters()), torch.zeros(0)).device
+    if "auto" in names:
+        auto = attribution_layer_auto(lm, readout)
+        names = [auto if n == "auto" else n for n in names]
+    return core_attribute(lm, batch.to(device), readout.to(device), names)
+
+
+# -- data sets ----------------------------------------------------------------------------
+
+
+def atlas(
+    model: Model,
+    target: Any,
+    data: Any = "curves",
+    layers: str | Sequence[str] = "auto",
+    run_dir: str | Path | None = None,
+    stage: str | None = None,
+    **options: Any,
+) -> AtlasResult:
+    """The attribution atlas of one feature over ``data``: a folder of images, a torch
+    ``Dataset`` (items ``image`` or ``(image, label)``; PIL images or tensors in [0, 1]),
+    ``torchvision:NAME`` or ``curves`` (the built-in curve images). ``options`` are the
+    ``atlas.*`` keys (``grid``, ``icon_steps``, ``curves_n``, ...). Re-running into the same
+    ``run_dir`` skips every stage whose result is up to date."""
+    from mti_lightning.atlas.face import atlas_from_config
+
+    options = {**options, "atlas.layers": [layers] if isinstance(layers, str) else list(layers)}
+    atlas_options = {}
+    for name in list(options):
+        if "." not in name and name not in ("logger", "seed", *MODEL_KEYS):
+            atlas_options[f"atlas.{name}"] = options.pop(name)
+    dataset = None
+    if isinstance(data, (str, Path)):
+        atlas_options["atlas.data"] = str(data)
+    else:
+        dataset = data
+        atlas_options["atlas.data"] = f"dataset:{type(data).__name__}"
+    cfg, logger = build_config(["experiment=atlas"], model, {**options, **atlas_options})
+    cfg["target"] = target
+    lm = _loaded(model, cfg)
+    out = _run_dir(run_dir)
+    return atlas_from_config(cfg, out, stage, lm=lm, dataset=dataset, logger=logger)
+
+
+def compare(
+    models: Sequence[str],
+    layers: Any = 0.5,
+    run_dir: str | Path | None = None,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """Compare architectures: E+, E-, tension and tension ratio of the units of one layer per
+    model (``layers``: a relative depth, a layer name, or ``{model: ..., default: ...}``) on a
+    common image set, plus an MTI search of a few units per model. ``options``: the
+    ``compare.*`` keys (``units``, ``n_images``, ``search_units``, ...) and the search's.
+    Returns the table's rows; the report lands in the run directory."""
+    from mti_lightning.compare.run import run_compare
+
+    compare_keys = ("units", "unit_seed", "images", "n_images", "checkpoints")
+    compare_keys += ("attribution_layers", "search_units", "batch_size")
+    options = {(f"compare.{k}" if k in compare_keys else k): v for k, v in options.items()}
+    cfg, _ = build_config(["experiment=compare"], None, options)
+    cfg["models"], cfg["layers"] = list(models), layers
+    out = _run_dir(run_dir)
+    _write_config(cfg, out)
+    return run_compare(cfg, out)
