@@ -276,6 +276,7 @@ def _write_results(
         "kind": cfg["search"]["kind"],
         "model": prepared.lm.source,
         "model_trained": prepared.lm.trained,
+        "attribution_layer": search.metric_layer,
         "steps_run": trainer.global_step,
         "resumed_from": ckpt,
         "nonfinite_step": guard.bad_step,

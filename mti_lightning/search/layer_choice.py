@@ -248,7 +248,8 @@ def auto_attribution_layer(
 def attribution_layer_auto(lm: LoadedModel, readout: Readout) -> str:
     """``attribution_layer=auto`` for the features of ``readout``: the model's own choice where
     it has one (CurveNet: ``pool1``) and it lies upstream of every feature, else the nearest
-    block boundary upstream of the features' layers."""
+    block boundary upstream of the features' layers (in a model without blocks: the input of
+    the features' module)."""
     preferred = lm.extra.get("attribution_layer")
     if preferred:
         try:
@@ -257,4 +258,11 @@ def attribution_layer_auto(lm: LoadedModel, readout: Readout) -> str:
         except MTIConfigError:
             pass
     layers = [sp.layer for sp in readout.specs]
-    return auto_attribution_layer(lm.model, lm.input_size, layers, lm.name)
+    try:
+        return auto_attribution_layer(lm.model, lm.input_size, layers, lm.name)
+    except MTIConfigError:
+        # a flat hand-written model (no blocks, no activation modules): the targets' input
+        modules = {LayerRef.parse(layer).module for layer in layers}
+        if len(modules) != 1:
+            raise
+        return f"{modules.pop()}:in"

@@ -16,7 +16,9 @@ from mti_lightning.atlas.dataset_pass import load_pass, prepare, recompute_maps
 from mti_lightning.core.errors import MTIConfigError
 
 
-def test_corrupt_images_are_skipped_and_counted(image_folder: Path, tmp_path: Path) -> None:
+def test_corrupt_images_are_skipped_and_counted(
+    image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     data = tmp_path / "data"
     shutil.copytree(image_folder, data)
     bad = data / "zz_broken"
@@ -30,6 +32,9 @@ def test_corrupt_images_are_skipped_and_counted(image_folder: Path, tmp_path: Pa
     assert res["n_files"] == N_IMAGES + 2 and res["n_images"] == N_IMAGES
     assert res["n_failed"] == 2
     assert res["failed_files"] == ["zz_broken/empty.png", "zz_broken/truncated.png"]
+    failed_json = tmp_path / "run" / "dataset_pass" / "failed.json"
+    assert f"skipped 2 of {N_IMAGES + 2} images" in capsys.readouterr().out
+    assert str(failed_json) in capsys.readouterr().out or failed_json.is_file()
     r = load_pass(tmp_path / "run" / res["shards"])
     assert r["index"].tolist() == list(range(N_IMAGES))
     assert r["failed"].tolist() == [N_IMAGES, N_IMAGES + 1]
