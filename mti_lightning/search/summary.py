@@ -75,14 +75,12 @@ def figure_png(
     with its figures below."""
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: a notebook's backend is left alone
 
     cols = 3 if inversions else 1
     n = len(rows)
-    fig, axes = plt.subplots(n, cols, figsize=(2.8 * cols, 3.9 * n), squeeze=False)
+    fig = Figure(figsize=(2.8 * cols, 3.9 * n))
+    axes = fig.subplots(n, cols, squeeze=False)
     for k, r in enumerate(rows):
         panels = [(images[k], _caption(r))]
         if inversions:
@@ -99,7 +97,6 @@ def figure_png(
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
     return buffer.getvalue()
 
 
