@@ -222,13 +222,10 @@ def search(
         cfg["search"]["steps"] = steps
     lm = _loaded(model, cfg)
     out = _run_dir(run_dir)
-    from mti_lightning.search.job import prepare
-
-    prepare(cfg, out, lm)  # every bad input fails here, before the run directory is written
-    _write_config(cfg, out)
-    result = run_search(cfg, out, lm, logger)
+    result = run_search(cfg, out, lm, logger)  # bad input fails before anything is written
     if result is None:
         raise RuntimeError("search ran on a process other than rank 0; use rank 0's result")
+    _write_config(cfg, out)
     return result
 
 

@@ -239,3 +239,17 @@ def test_load_model_normalisation_and_freezing():
     assert custom.mean == (0.5, 0.5, 0.5) and custom.input_size == (3, 224, 224)
     with pytest.raises(MTIConfigError, match="one value per input channel"):
         mti.load_model(net, input_size=(3, 16, 16), mean=(0.5,))
+
+
+def test_compare_wraps_the_comparison(tmp_path):
+    rows = mti.compare(
+        ["curvenet"],
+        layers="bn2",
+        units=[19, 5],
+        n_images=8,
+        search_units=0,
+        logger="csv",
+        run_dir=tmp_path / "c",
+    )
+    assert sorted(r["unit"] for r in rows) == [5, 19] and {r["model"] for r in rows} == {"curvenet"}
+    assert (tmp_path / "c" / "config.yaml").is_file()

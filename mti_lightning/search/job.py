@@ -61,8 +61,11 @@ class Prepared:
 def _seed_images(images: Any, size: tuple[int, int]) -> torch.Tensor:
     """``search.image``: image file path(s), or (from the Python API) image tensors
     ``(3, H, W)`` / ``(K, 3, H, W)`` in [0, 1]; all brought to the canvas ``size``."""
-    if images is None or (isinstance(images, (str, list, tuple)) and not images):
-        raise MTIConfigError("search.image is required for this kind; give an image file path")
+    if images is None or (isinstance(images, (str, list, tuple)) and images in ("", "???", [], ())):
+        raise MTIConfigError(
+            "search.image is required for this kind; give an image file path (or, in Python, "
+            "image=TENSOR)"
+        )
     if isinstance(images, torch.Tensor):
         batch = images if images.dim() == 4 else images.unsqueeze(0)
         if batch.dim() != 4 or batch.shape[1] != 3:
