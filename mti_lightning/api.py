@@ -26,17 +26,23 @@ Each run writes into its own directory: ``run_dir`` when given, else
 
 from __future__ import annotations
 
-import datetime as _dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from mti_lightning.core.errors import MTIConfigError, closest
+from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.models import load_model as _load_model
+from mti_lightning.face.api_config import (
+    MODEL_KEYS,
+    build_config,
+    loaded_model,
+    run_dir_for,
+    write_config,
+)
 
 if TYPE_CHECKING:
     from mti_lightning.atlas.result import AtlasResult
@@ -45,11 +51,6 @@ if TYPE_CHECKING:
 
 Model = str | nn.Module | LoadedModel
 Images = torch.Tensor | str | Path | Sequence[str | Path]
-
-GROUPS = ("search", "param", "transform", "callbacks", "trainer", "checkpoint", "model")
-GROUP_CHOICES = ("search", "param", "transform", "trainer", "logger")
-LIGHTNING = ("devices", "strategy", "precision", "accelerator", "num_nodes")
-MODEL_KEYS = ("input_size", "mean", "std", "pretrained", "checkpoint")
 
 
 # -- models -------------------------------------------------------------------------------
@@ -69,130 +70,6 @@ def load_model(
     default weights (network needed; an unreachable download is a clear error, and
     ``checkpoint=PATH`` loads local weights instead)."""
     return _load_model(model, pretrained, checkpoint, input_size=input_size, mean=mean, std=std)
-
-
-# -- configs ------------------------------------------------------------------------------
-
-
-def compose(overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """The config the ``mti`` command composes for ``overrides`` (``conf/``), as plain data."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from omegaconf import OmegaConf
-
-    with initialize_config_module("mti_lightning.conf", version_base="1.3"):
-        cfg = hydra_compose("config", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
-def _model_group(model: Model | None) -> list[str]:
-    """``model=NAME`` where ``conf/model/NAME.yaml`` exists, so its defaults apply."""
-    if isinstance(model, str) and model:
-        conf = Path(__file__).resolve().parent / "conf" / "model" / f"{model}.yaml"
-        if conf.is_file():
-            return [f"model={model}"]
-    return []
-
-
-def _set(cfg: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, last = dotted.split(".")
-    node = cfg
-    for i, part in enumerate(parents):
-        if not isinstance(node.get(part), dict):
-            raise MTIConfigError(f"unknown option {'.'.join(parents[: i + 1])!r}")
-        node = node[part]
-    if last not in node and parents and parents[0] != "target":
-        raise MTIConfigError(
-            f"unknown option {dotted!r}; valid in {'.'.join(parents)}: {', '.join(node)}"
-        )
-    if isinstance(value, Mapping) and isinstance(node.get(last), dict):
-        for key, sub in value.items():
-            _set(cfg, f"{dotted}.{key}", sub)
-    else:
-        node[last] = value
-
-
-def _key_of(cfg: dict[str, Any], name: str) -> str:
-    """The dotted config key that option ``name`` means."""
-    if "." in name or name in cfg:
-        return name
-    if name in LIGHTNING:
-        return f"trainer.{name}"
-    if name in MODEL_KEYS:
-        return f"model.{name}"
-    hits = [f"{g}.{name}" for g in GROUPS if isinstance(cfg.get(g), dict) and name in cfg[g]]
-    if len(hits) == 1:
-        return hits[0]
-    if hits:
-        raise MTIConfigError(
-            f"option {name!r} is ambiguous: {' or '.join(hits)}; pass it dotted "
-            f"(**{{{hits[0]!r}: ...}}) or as a group dict ({hits[0].split('.')[0]}={{...}})"
-        )
-    known = [k for g in GROUPS if isinstance(cfg.get(g), dict) for k in cfg[g]]
-    raise MTIConfigError(
-        f"unknown option {name!r}; closest config keys: {closest(name, [*known, *cfg])}"
-    )
-
-
-def build_config(
-    base: Sequence[str], model: Model | None, options: Mapping[str, Any]
-) -> tuple[dict[str, Any], Any]:
-    """The composed config for ``base`` overrides and the model, updated by ``options``; and
-    the logger object when ``options['logger']`` is one (else None)."""
-    options = dict(options)
-    logger = options.pop("logger", "__config__")
-    overrides = [*base, *_model_group(model)]
-    for group in GROUP_CHOICES:
-        if isinstance(options.get(group), str):
-            overrides.append(f"{group}={options.pop(group)}")
-    logger_object = None
-    if logger is None or logger is False:
-        overrides.append("logger.kind=none")
-    elif isinstance(logger, str) and logger != "__config__":
-        overrides.append(f"logger={logger}")
-    elif logger != "__config__":
-        logger_object = logger
-    cfg = compose(overrides)
-    if isinstance(model, str) and model and not _model_group(model):
-        cfg["model"]["name"] = model
-    for name, value in options.items():
-        _set(cfg, _key_of(cfg, name), value)
-    return cfg, logger_object
-
-
-def _run_dir(run_dir: str | Path | None) -> Path:
-    if run_dir is not None:
-        return Path(run_dir)
-    return Path("outputs") / "api" / _dt.datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
-
-
-def _write_config(cfg: dict[str, Any], run_dir: Path) -> None:
-    """``config.yaml`` as the ``mti`` command writes it (tensors described, not stored)."""
-    from omegaconf import OmegaConf
-
-    from mti_lightning.core.io import write_text
-
-    def plain(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        if isinstance(v, torch.Tensor):
-            return f"<tensor {tuple(v.shape)}>"
-        return v if v is None or isinstance(v, (str, int, float, bool)) else str(v)
-
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(plain(cfg)))
-
-
-def _loaded(model: Model, cfg: dict[str, Any]) -> LoadedModel | None:
-    """A model object loaded with the config's model options (names load inside the run,
-    after seeding, exactly as the ``mti`` command loads them)."""
-    if isinstance(model, str):
-        return None
-    m = cfg["model"]
-    lm = _load_model(model, input_size=m.get("input_size"), mean=m.get("mean"), std=m.get("std"))
-    cfg["model"] = {**m, "name": lm.name, "source": lm.source}
-    return lm
 
 
 # -- searches -----------------------------------------------------------------------------
@@ -220,12 +97,12 @@ def search(
     cfg["target"] = targets
     if steps is not None:
         cfg["search"]["steps"] = steps
-    lm = _loaded(model, cfg)
-    out = _run_dir(run_dir)
+    lm = loaded_model(model, cfg)
+    out = run_dir_for(run_dir)
     result = run_search(cfg, out, lm, logger)  # bad input fails before anything is written
     if result is None:
         raise RuntimeError("search ran on a process other than rank 0; use rank 0's result")
-    _write_config(cfg, out)
+    write_config(cfg, out)
     return result
 
 
@@ -332,8 +209,8 @@ def atlas(
         atlas_options["atlas.data"] = f"dataset:{type(data).__name__}"
     cfg, logger = build_config(["experiment=atlas"], model, {**options, **atlas_options})
     cfg["target"] = target
-    lm = _loaded(model, cfg)
-    out = _run_dir(run_dir)
+    lm = loaded_model(model, cfg)
+    out = run_dir_for(run_dir)
     return atlas_from_config(cfg, out, stage, lm=lm, dataset=dataset, logger=logger)
 
 
@@ -355,6 +232,6 @@ def compare(
     options = {(f"compare.{k}" if k in compare_keys else k): v for k, v in options.items()}
     cfg, _ = build_config(["experiment=compare"], None, options)
     cfg["models"], cfg["layers"] = list(models), layers
-    out = _run_dir(run_dir)
-    _write_config(cfg, out)
+    out = run_dir_for(run_dir)
+    write_config(cfg, out)
     return run_compare(cfg, out)

@@ -17,6 +17,7 @@ import mti_lightning as mti
 from mti_lightning.atlas.face import atlas_config
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.io import load_tensors
+from mti_lightning.face.api_config import compose
 
 MTI = str(Path(sys.executable).parent / "mti")
 
@@ -99,7 +100,7 @@ def test_bad_values_are_one_line_before_any_work(tmp_path, override, message):
 
 
 def test_atlas_takes_the_search_keys():
-    cfg = mti.api.compose(["experiment=atlas", "model=resnet18", "target=layer3.0.bn1:1"])
+    cfg = compose(["experiment=atlas", "model=resnet18", "target=layer3.0.bn1:1"])
     cfg["model"]["input_size"] = [3, 32, 32]
     atlas = atlas_config(cfg)
     assert atlas.model == "resnet18" and atlas.feature == "layer3.0.bn1:1@center"

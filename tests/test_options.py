@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from mti_lightning.api import compose
 from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.face.api_config import compose
 from mti_lightning.search.options import RULES, check_number, check_search_numbers
 
 

@@ -237,14 +237,6 @@ def resolve_target(value: Any, model: nn.Module, input_size: Sequence[int], name
     return one(value)
 
 
-def auto_attribution_layer(
-    model: nn.Module, input_size: Sequence[int], targets: Sequence[str], name: str
-) -> str:
-    """The attribution layer for ``search.attribution_layer=auto``: the nearest block boundary
-    upstream of the target layers."""
-    return attribution_layer_for(survey(model, input_size), targets, name)
-
-
 def attribution_layer_auto(lm: LoadedModel, readout: Readout) -> str:
     """``attribution_layer=auto`` for the features of ``readout``: the model's own choice where
     it has one (CurveNet: ``pool1``) and it lies upstream of every feature, else the nearest
@@ -258,11 +250,9 @@ def attribution_layer_auto(lm: LoadedModel, readout: Readout) -> str:
         except MTIConfigError:
             pass
     layers = [sp.layer for sp in readout.specs]
-    try:
-        return auto_attribution_layer(lm.model, lm.input_size, layers, lm.name)
-    except MTIConfigError:
+    s = survey(lm.model, lm.input_size)
+    modules = {LayerRef.parse(layer).module for layer in layers}
+    if not s.attribution_points and len(modules) == 1:
         # a flat hand-written model (no blocks, no activation modules): the targets' input
-        modules = {LayerRef.parse(layer).module for layer in layers}
-        if len(modules) != 1:
-            raise
         return f"{modules.pop()}:in"
+    return attribution_layer_for(s, layers, lm.name)
