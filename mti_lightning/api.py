@@ -211,7 +211,9 @@ def atlas(
     cfg["target"] = target
     lm = loaded_model(model, cfg)
     out = run_dir_for(run_dir)
-    return atlas_from_config(cfg, out, stage, lm=lm, dataset=dataset, logger=logger)
+    result = atlas_from_config(cfg, out, stage, lm=lm, dataset=dataset, logger=logger)
+    write_config(cfg, out)
+    return result
 
 
 def compare(
