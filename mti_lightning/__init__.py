@@ -1,0 +1,40 @@
+"""mti-lightning: maximally tense images (MTIs) on Lightning.
+
+    import mti_lightning as mti
+    result = mti.search("curvenet", "bn2:19@center", steps=100)
+
+The public API (``mti_lightning.api``), in the paper's order: ``load_model``, ``search``,
+``visualize``, ``invert``, ``accentuate``, ``attribute``, ``atlas``, ``compare``. Importing the package
+loads PyTorch, not Lightning, W&B or Hydra (they load when a run starts).
+"""
+
+from __future__ import annotations
+
+# The journeys' packages share three names with the API (search, atlas, compare): load them
+# first, so that the API's functions, bound below, are what ``mti.search`` etc. name.
+import mti_lightning.atlas
+import mti_lightning.compare
+import mti_lightning.search  # noqa: F401
+from mti_lightning.api import (
+    accentuate,
+    atlas,
+    attribute,
+    compare,
+    invert,
+    load_model,
+    search,
+    visualize,
+)
+from mti_lightning.core.errors import MTIConfigError
+
+__all__ = [
+    "load_model",
+    "search",
+    "visualize",
+    "invert",
+    "accentuate",
+    "attribute",
+    "atlas",
+    "compare",
+    "MTIConfigError",
+]

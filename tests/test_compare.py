@@ -93,7 +93,7 @@ def test_a_model_without_blocks_or_activations_is_a_clear_error():
             "center",
             "layer4.0:in",
         ),
-        (["model=curvenet"], "act2:in", "center", "act1"),
+        (["model=curvenet"], "act2:in", "center", "pool1"),  # CurveNet's own choice
     ],
     ids=["vit", "resnet", "curvenet"],
 )

@@ -25,8 +25,11 @@ class AtlasConfig:
     ``<run_dir>/data/curves``), a path to an image folder (ImageFolder layout or any tree of
     image files), or ``torchvision:NAME`` (a torchvision data set class, read from
     ``data_root`` without downloading). ``layers``: the attribution layers; the first is the
-    atlas layer (embedding, icons), the others only get energies and vectors. ``input_size``:
-    side of the square model input (0 = the model's own).
+    atlas layer (embedding, icons), the others only get energies and vectors; ``auto`` is the
+    model's own attribution layer, else the block boundary before the feature. ``input_size``:
+    side of the square model input, or ``[C, H, W]`` (0 = the model's own). The ``mti``
+    command and the Python API fill ``model``, ``pretrained``, ``checkpoint``, ``input_size``
+    and ``feature`` from their ``model=`` and ``target=`` (``atlas/face.py``).
     """
 
     # data
@@ -39,7 +42,7 @@ class AtlasConfig:
     model: str = "curvenet"
     pretrained: bool = False
     checkpoint: str = ""
-    input_size: int = 0
+    input_size: int | list[int] = 0  # side of a square input in px, or [C, H, W]; 0: own
     feature: str = "bn2:19@center"
     layers: list[str] = field(default_factory=lambda: ["pool1"])
     # dataset pass
@@ -140,7 +143,6 @@ class AtlasConfig:
         non_negative = {
             "num_workers": self.num_workers,
             "umap_n_epochs": self.umap_n_epochs,
-            "input_size": self.input_size,
             "icon_canvas": self.icon_canvas,
             "viewer_thumbnails": self.viewer_thumbnails,
             "curves_seed": self.curves_seed,
@@ -177,6 +179,14 @@ class AtlasConfig:
                 f"icon_scale_min={self.icon_scale_min}, icon_jitter={self.icon_jitter}, "
                 f"icon_noise={self.icon_noise}; need 0 < scale_min <= 1, jitter and noise >= 0"
             )
+        size = self.input_size
+        good_size = (isinstance(size, int) and not isinstance(size, bool) and size >= 0) or (
+            isinstance(size, (list, tuple))
+            and len(size) == 3
+            and all(isinstance(v, int) and v >= 1 for v in size)
+        )
+        if not good_size:
+            raise MTIConfigError(f"input_size={size!r}; must be a side >= 0 or [C, H, W]")
         if self.atlas_size < self.grid:
             raise MTIConfigError(
                 f"atlas_size={self.atlas_size} px is smaller than grid={self.grid} cells"

@@ -94,35 +94,21 @@ class FolderSource:
         return f"folder:{self.root.resolve()}:{len(self.files)}:{digest}"
 
 
-class TorchvisionSource:
-    """A torchvision data set by class name (``CIFAR10``, ``FakeData``, ...), never downloaded."""
+class DatasetSource:
+    """Any indexable data set whose items are an image or ``(image, label)``; images are PIL
+    images or ``(3, H, W)`` tensors in [0, 1] (the Python API's ``data=`` a torch Dataset)."""
 
-    def __init__(self, name: str, root: str, size: tuple[int, int]):
-        import torchvision.datasets as tvd
-
-        self.dataset_name, self.size = name, size
-        cls = getattr(tvd, name, None)
-        if not isinstance(cls, type):
-            valid = sorted(n for n in tvd.__all__ if n[0].isupper())
-            raise MTIConfigError(
-                f"unknown torchvision data set {name!r}; valid: {', '.join(valid)}"
-            )
-        params = inspect.signature(cls).parameters
-        kwargs: dict[str, Any] = {}
-        if "root" in params:
-            kwargs["root"] = root or "."
-        if "download" in params:
-            kwargs["download"] = False
+    def __init__(self, dataset: Any, name: str, size: tuple[int, int], kind: str = "dataset"):
+        self.dataset, self.dataset_name, self.size, self.kind = dataset, name, size, kind
         try:
-            self.dataset = cls(**kwargs)
-        except Exception as err:  # each data set raises its own kind when files are missing
+            n = len(dataset)
+        except TypeError as err:
             raise MTIConfigError(
-                f"could not open torchvision data set {name} at root {root!r} "
-                f"({type(err).__name__}: {err}); put its files under data_root"
+                f"data set {name} has no length; give an indexable (map-style) data set"
             ) from err
-        if len(self.dataset) == 0:
-            raise MTIConfigError(f"torchvision data set {name} at root {root!r} is empty")
-        self.classes = list(getattr(self.dataset, "classes", []) or [])
+        if n == 0:
+            raise MTIConfigError(f"data set {name} is empty")
+        self.classes = list(getattr(dataset, "classes", []) or [])
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -135,7 +121,8 @@ class TorchvisionSource:
         try:
             img = self._item(index)[0]
             if isinstance(img, torch.Tensor):
-                img = Image.fromarray(img.mul(255).round().byte().permute(1, 2, 0).numpy())
+                pixels = img.detach().float().clamp(0, 1).mul(255).round().byte()
+                img = Image.fromarray(pixels.permute(1, 2, 0).cpu().numpy())
             return _to_tensor(img, self.size)
         except Exception:  # a broken item is skipped and counted, as for files
             return None
@@ -150,13 +137,40 @@ class TorchvisionSource:
         return str(target)
 
     def identity(self) -> str:
-        return f"torchvision:{self.dataset_name}:{len(self.dataset)}"
+        return f"{self.kind}:{self.dataset_name}:{len(self.dataset)}"
+
+
+def torchvision_source(name: str, root: str, size: tuple[int, int]) -> DatasetSource:
+    """A torchvision data set by class name (``CIFAR10``, ``FakeData``, ...), never
+    downloaded, read from ``root``."""
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, name, None)
+    if not isinstance(cls, type):
+        valid = sorted(n for n in tvd.__all__ if n[0].isupper())
+        raise MTIConfigError(f"unknown torchvision data set {name!r}; valid: {', '.join(valid)}")
+    params = inspect.signature(cls).parameters
+    kwargs: dict[str, Any] = {}
+    if "root" in params:
+        kwargs["root"] = root or "."
+    if "download" in params:
+        kwargs["download"] = False
+    try:
+        dataset = cls(**kwargs)
+    except Exception as err:  # each data set raises its own kind when files are missing
+        raise MTIConfigError(
+            f"could not open torchvision data set {name} at root {root!r} "
+            f"({type(err).__name__}: {err}); put its files under data_root"
+        ) from err
+    if len(dataset) == 0:
+        raise MTIConfigError(f"torchvision data set {name} at root {root!r} is empty")
+    return DatasetSource(dataset, name, size, kind="torchvision")
 
 
 def resolve_source(data: str, folder: Path | None, size: tuple[int, int]) -> ImageSource:
     """The source named by ``data`` (``folder`` is where ``curves`` were written)."""
     if data.startswith("torchvision:"):
-        return TorchvisionSource(data.split(":", 1)[1], str(folder or ""), size)
+        return torchvision_source(data.split(":", 1)[1], str(folder or ""), size)
     return FolderSource(folder if data == "curves" and folder else Path(data), size)
 
 

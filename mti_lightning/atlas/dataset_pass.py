@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from mti_lightning.atlas.config import AtlasConfig
 from mti_lightning.atlas.data import (
+    DatasetSource,
     ImageSource,
     ShardDataset,
     resolve_source,
@@ -219,16 +220,47 @@ def write_curves(cfg: AtlasConfig, folder: Path) -> Path:
     )
 
 
-def prepare(cfg: AtlasConfig, run_dir: Path) -> PassSetup:
-    """Load and check model, feature, layers and data: every bad input fails here, first."""
+def load_atlas_model(cfg: AtlasConfig) -> LoadedModel:
+    """The model ``cfg`` names, at its input size; seeded by ``cfg.seed``, so a random-init
+    model is the same one on every resume."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        lm = load_model(cfg.model, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint or None)
+    return with_input_size(lm, cfg.input_size)
+
+
+def with_input_size(lm: LoadedModel, size: int | list[int]) -> LoadedModel:
+    """``lm`` at input size ``size``: a side in px (square), ``[C, H, W]``, or 0 (its own)."""
+    if isinstance(size, int):
+        return (
+            lm if not size else dataclasses.replace(lm, input_size=(lm.input_size[0], size, size))
+        )
+    return dataclasses.replace(lm, input_size=tuple(int(v) for v in size))
+
+
+def resolve_auto_layers(cfg: AtlasConfig, lm: LoadedModel) -> AtlasConfig:
+    """``cfg`` with ``auto`` in ``layers`` replaced by the feature's attribution layer (the
+    model's own choice, else the block boundary before the feature)."""
+    if "auto" not in cfg.layers:
+        return cfg
+    from mti_lightning.search.layer_choice import attribution_layer_auto
+
+    readout = build_readout(lm.model, lm.input_size, [cfg.spec])
+    auto = attribution_layer_auto(lm, readout)
+    layers = list(dict.fromkeys(auto if x == "auto" else x for x in cfg.layers))
+    return dataclasses.replace(cfg, layers=layers)
+
+
+def prepare(
+    cfg: AtlasConfig, run_dir: Path, lm: LoadedModel | None = None, dataset: Any = None
+) -> PassSetup:
+    """Load and check model, feature, layers and data: every bad input fails here, first.
+    ``lm``: an already loaded model; ``dataset``: a data set object (``cfg.data`` then only
+    names it)."""
     check_trainer_options(cfg.accelerator, cfg.precision, cfg.devices)
     if len(set(cfg.layers)) != len(cfg.layers):
         raise MTIConfigError(f"layers={cfg.layers} lists a layer twice; give each once")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)  # a random-init model is the same one on every resume
-        lm = load_model(cfg.model, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint or None)
-    if cfg.input_size:
-        lm = dataclasses.replace(lm, input_size=(lm.input_size[0], cfg.input_size, cfg.input_size))
+    lm = load_atlas_model(cfg) if lm is None else with_input_size(lm, cfg.input_size)
     readout = build_readout(lm.model, lm.input_size, [cfg.spec])
     shapes = layer_shapes(lm.model, lm.input_size, cfg.layers)
     atlas_shape = shapes[cfg.atlas_layer]
@@ -239,7 +271,9 @@ def prepare(cfg: AtlasConfig, run_dir: Path) -> PassSetup:
         )
     reduce_batch(lm, readout, torch.rand(2, *lm.input_size), cfg.layers)  # upstream check
     window = feature_window(lm, readout, cfg.atlas_layer)
-    if cfg.data == "curves":
+    if dataset is not None:
+        source: ImageSource = DatasetSource(dataset, type(dataset).__name__, lm.input_size[1:])
+    elif cfg.data == "curves":
         folder = Path(cfg.data_root) if cfg.data_root else run_dir / "data" / "curves"
         source = resolve_source("curves", write_curves(cfg, folder), lm.input_size[1:])
     else:

@@ -1,17 +1,17 @@
-"""Matplotlib on the Agg backend, a colour norm centred on 0, and atomic figure saving."""
+"""Figures without pyplot (so a notebook's own backend is left alone), a colour norm centred
+on 0, and atomic figure saving."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import CenteredNorm
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import CenteredNorm  # noqa: E402
-
-from mti_lightning.core.io import atomic_write  # noqa: E402
+from mti_lightning.core.io import atomic_write
 
 DIVERGING = "RdBu_r"
 
@@ -27,13 +27,11 @@ def activation_colours(values: np.ndarray) -> np.ndarray:
     return cmap(centered_norm(values)(values))[:, :3]
 
 
-def new_figure() -> tuple[plt.Figure, plt.Axes]:
-    return plt.subplots(figsize=(6.4, 5.6))
+def new_figure() -> tuple[Figure, Axes]:
+    fig = Figure(figsize=(6.4, 5.6))
+    return fig, fig.subplots()
 
 
-def save_figure(fig: plt.Figure, path: Path, dpi: int = 120) -> Path:
-    """Save a figure as PNG atomically and close it."""
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
-    finally:
-        plt.close(fig)
+def save_figure(fig: Figure, path: Path, dpi: int = 120) -> Path:
+    """Save a figure as PNG atomically."""
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))

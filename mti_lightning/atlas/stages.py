@@ -33,6 +33,7 @@ from mti_lightning.atlas import (
 from mti_lightning.atlas.config import AtlasConfig
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.io import load_tensors, save_png, save_tensors, write_json
+from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.transforms import TransformConfig
 
 STAGES = ("dataset_pass", "selection", "scatter", "embedding", "icons", "atlas", "viewer")
@@ -98,15 +99,23 @@ FIELDS: dict[str, tuple[str, ...]] = {
 class AtlasRun:
     """One run directory, its config, its optional W&B logger, and lazily loaded inputs."""
 
-    def __init__(self, cfg: AtlasConfig, run_dir: str | Path, logger: Any = None):
+    def __init__(
+        self,
+        cfg: AtlasConfig,
+        run_dir: str | Path,
+        logger: Any = None,
+        lm: LoadedModel | None = None,
+        dataset: Any = None,
+    ):
         from lightning.pytorch.loggers import WandbLogger
 
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.wandb = logger if isinstance(logger, WandbLogger) else None
+        self.lm, self.dataset = lm, dataset
 
     @cached_property
     def setup(self) -> dataset_pass.PassSetup:
-        return dataset_pass.prepare(self.cfg, self.run_dir)
+        return dataset_pass.prepare(self.cfg, self.run_dir, self.lm, self.dataset)
 
     def dir(self, stage: str) -> Path:
         return self.run_dir / stage
@@ -160,6 +169,11 @@ def _dataset_pass(run: AtlasRun) -> dict[str, Any]:
     out = dataset_pass.run_pass(run.setup, run.cfg, run.shard_dir)
     if out["rank"] == 0:
         out["shards"] = run.rel(run.shard_dir)
+        if out["n_failed"]:
+            print(
+                f"atlas: skipped {out['n_failed']} of {out['n_files']} images that did not "
+                f"decode; listed in {run.dir('dataset_pass') / 'failed.json'}"
+            )
     return out
 
 
@@ -437,15 +451,27 @@ RUNNERS: dict[str, Callable[[AtlasRun], dict[str, Any]]] = {
 
 
 def run_atlas(
-    cfg: AtlasConfig, run_dir: str | Path, stage: str | None = None, logger: Any = None
+    cfg: AtlasConfig,
+    run_dir: str | Path,
+    stage: str | None = None,
+    logger: Any = None,
+    lm: LoadedModel | None = None,
+    dataset: Any = None,
 ) -> dict[str, dict[str, Any]]:
     """Run every stage not up to date (or only ``stage``) in ``run_dir``; return each stage's
     recorded result (with ``skipped`` true where it was up to date). ``logger``: an optional
-    ``WandbLogger`` that receives the figures and the atlas table (other loggers are ignored).
-    Under DDP, processes other than rank 0 return after the dataset pass."""
+    ``WandbLogger`` that receives the figures and the atlas table (other loggers are ignored);
+    ``lm``: an already loaded model (``cfg.model`` then only names it); ``dataset``: a data set
+    object instead of ``cfg.data``. Under DDP, processes other than rank 0 return after the
+    dataset pass."""
     if stage is not None and stage not in STAGES:
         raise MTIConfigError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
-    run = AtlasRun(cfg, run_dir, logger)
+    if "auto" in cfg.layers:
+        lm = dataset_pass.load_atlas_model(cfg) if lm is None else lm
+        cfg = dataset_pass.resolve_auto_layers(
+            cfg, dataset_pass.with_input_size(lm, cfg.input_size)
+        )
+    run = AtlasRun(cfg, run_dir, logger, lm, dataset)
     run.run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run.run_dir / "atlas_config.json", cfg.to_dict())
     results: dict[str, dict[str, Any]] = {}

@@ -35,27 +35,24 @@ COLUMNS = (
 _FLOOR = 1e-8  # tension of a silent (unit, image) pair, for log axes
 
 
-def _pyplot():
-    import matplotlib
+def _subplots(*grid: int, figsize: tuple[float, float]) -> tuple[Any, Any]:
+    """A figure without pyplot (a notebook's own backend is left alone) and its axes."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid)
 
 
 def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    _pyplot().close(fig)
     return path
 
 
 def tension_figure(path: Path, data: dict[str, dict[str, torch.Tensor]], title: str) -> Path:
     """Box plots per model of tension (log) and tension ratio over all (unit, image) pairs."""
-    plt = _pyplot()
     names = list(data)
-    fig, (ax_t, ax_r) = plt.subplots(1, 2, figsize=(3 + 1.6 * len(names), 4))
+    fig, (ax_t, ax_r) = _subplots(1, 2, figsize=(3 + 1.6 * len(names), 4))
     tension = [data[n]["tension"].flatten() for n in names]
     ratio = [data[n]["tension_ratio"].flatten().numpy() for n in names]
     # log axis: pairs with zero tension (a silent attribution) are counted, not drawn
@@ -79,8 +76,7 @@ def tension_figure(path: Path, data: dict[str, dict[str, torch.Tensor]], title: 
 
 def search_figure(path: Path, rows: list[dict[str, Any]], title: str) -> Path:
     """Largest data tension against search tension, one point per searched unit."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    fig, ax = _subplots(figsize=(4.8, 4.4))
     searched = [r for r in rows if r["search_tension"] is not None]
     for model in dict.fromkeys(r["model"] for r in searched):
         pts = [r for r in searched if r["model"] == model]

@@ -1,12 +1,14 @@
-"""Model loading: timm models by name, local checkpoints and built-in models, frozen for probing.
+"""Model loading: built-in models, torchvision and timm models by name, any ``nn.Module``, and
+local checkpoints, frozen for probing.
 
 Every loaded model is in eval mode with frozen parameters and no in-place activations (an
 in-place ReLU would overwrite the pre-activation a probe captured), and carries the input size
-and normalisation it expects, read from timm's own data config.
+and normalisation it expects, read from timm's data config or torchvision's weight presets.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,56 +114,148 @@ def _load_checkpoint(model: nn.Module, path: Path) -> None:
     model.load_state_dict(state)
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TORCHVISION_PREFIX = "torchvision:"
+
+
+def _torchvision(name: str, pretrained: bool) -> tuple[nn.Module, tuple, tuple, tuple, str]:
+    """A torchvision model by name, its input size and normalisation (from its default
+    weights' transforms, which are known without downloading anything)."""
+    from torchvision import models as tv
+
+    if name not in tv.list_models():
+        raise MTIConfigError(
+            f"unknown torchvision model {name!r}; closest names: {closest(name, tv.list_models())}"
+        )
+    weights = None
+    try:
+        weights = tv.get_model_weights(name).DEFAULT
+    except (ValueError, KeyError, AttributeError):  # a model without registered weights
+        if pretrained:
+            raise MTIConfigError(
+                f"torchvision model {name!r} has no pretrained weights; use pretrained=False"
+            ) from None
+    size, mean, std = (3, 224, 224), IMAGENET_MEAN, IMAGENET_STD
+    if weights is not None:
+        preset = weights.transforms()
+        side = getattr(preset, "crop_size", [224])
+        side = side[0] if isinstance(side, (list, tuple)) else side
+        size = (3, int(side), int(side))
+        mean, std = tuple(getattr(preset, "mean", mean)), tuple(getattr(preset, "std", std))
+    try:
+        model = tv.get_model(name, weights=weights if pretrained else None)
+    except Exception as err:  # download errors come in many kinds (URLError, OSError, ...)
+        raise MTIConfigError(
+            f"could not fetch pretrained weights for torchvision:{name} ({type(err).__name__}: "
+            f"{err}); pass checkpoint=PATH with local weights or pretrained=False"
+        ) from err
+    tag = f"{weights}" if pretrained else "random-init"
+    return model, size, mean, std, f"torchvision:{name}:{tag}"
+
+
+def _timm(name: str, pretrained: bool) -> tuple[nn.Module, tuple, tuple, tuple, str]:
+    """A timm model by name and the input config timm records for it."""
+    import timm
+
+    if not timm.is_model(name):
+        hints = closest(name, list(BUILTIN_MODELS) + _timm_names())
+        raise MTIConfigError(
+            f"unknown model {name!r}: not a built-in ({', '.join(BUILTIN_MODELS)}), "
+            f"not torchvision:NAME, nor a timm model; closest names: {hints}"
+        )
+    try:
+        model = timm.create_model(name, pretrained=pretrained)
+    except Exception as err:  # timm raises many kinds when a download fails
+        raise MTIConfigError(
+            f"could not fetch pretrained weights for {name!r} ({type(err).__name__}: {err}); "
+            "pass checkpoint=PATH with local weights or pretrained=false"
+        ) from err
+    data_cfg = timm.data.resolve_data_config({}, model=model)
+    source = f"timm:{name}" + (":pretrained" if pretrained else ":random-init")
+    return model, data_cfg["input_size"], data_cfg["mean"], data_cfg["std"], source
+
+
+def _check_input_size(input_size: Any) -> tuple[int, int, int]:
+    try:
+        size = tuple(int(v) for v in input_size)
+    except (TypeError, ValueError):
+        size = ()
+    if len(size) != 3 or min(size) < 1:
+        raise MTIConfigError(
+            f"input_size {input_size!r} must be (channels, height, width), e.g. (3, 224, 224)"
+        )
+    return size  # type: ignore[return-value]
+
+
 def load_model(
-    name: str,
+    name: str | nn.Module | LoadedModel,
     pretrained: bool = False,
     checkpoint: str | Path | None = None,
     device: torch.device | str = "cpu",
-    input_size: tuple[int, int, int] | None = None,
+    input_size: Sequence[int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> LoadedModel:
-    """Load a built-in model or a timm model by name, frozen, with its input config.
+    """Load a model, frozen, with the input it expects.
 
-    ``pretrained`` asks timm for its weights (needs network access); ``checkpoint`` loads a
-    local state dict instead. Built-in models load their shipped weights when ``pretrained``
-    or by default (they exist to be studied trained). ``input_size`` (C, H, W) overrides the
-    model's own, for networks that accept other sizes (small canvases in tests and sweeps).
+    ``name`` is a built-in name (``curvenet``), ``torchvision:NAME``, a timm name, or any
+    ``nn.Module`` (then ``input_size`` is required and ``mean``/``std`` default to ImageNet's;
+    the module itself is frozen in place: eval mode, no parameter gradients, no ``inplace``
+    flags). A ``LoadedModel`` passes through. ``pretrained`` asks timm or torchvision for their
+    default weights (needs network access); ``checkpoint`` loads a local state dict instead.
+    Built-in models always load their shipped weights (they exist to be studied trained).
+    ``input_size`` (C, H, W) overrides the model's own, for networks that accept other sizes;
+    ``mean``/``std`` override its normalisation.
     """
-    if name in BUILTIN_MODELS:
-        model, cfg = build_builtin(name, pretrained=True)
-        trained, source = cfg.get("trained", True), f"builtin:{name}"
-        native_size, mean, std = cfg["input_size"], cfg["mean"], cfg["std"]
-    else:
-        import timm
-
-        if not timm.is_model(name):
-            hints = closest(name, list(BUILTIN_MODELS) + _timm_names())
+    if isinstance(name, LoadedModel):
+        return name
+    extra: dict[str, Any] = {}
+    if isinstance(name, nn.Module):
+        if input_size is None:
             raise MTIConfigError(
-                f"unknown model {name!r}: not a built-in ({', '.join(BUILTIN_MODELS)}) "
-                f"nor a timm model; closest names: {hints}"
+                f"input_size is required for an nn.Module ({type(name).__name__}): give "
+                "(channels, height, width), e.g. input_size=(3, 224, 224)"
             )
-        try:
-            model = timm.create_model(name, pretrained=pretrained and checkpoint is None)
-        except Exception as err:  # timm raises many kinds when a download fails
-            raise MTIConfigError(
-                f"could not fetch pretrained weights for {name!r} ({type(err).__name__}: {err}); "
-                "pass checkpoint=PATH with local weights or pretrained=false"
-            ) from err
-        trained = pretrained
-        source = f"timm:{name}" + (":pretrained" if pretrained else ":random-init")
-        data_cfg = timm.data.resolve_data_config({}, model=model)
-        native_size, mean, std = data_cfg["input_size"], data_cfg["mean"], data_cfg["std"]
+        model, label = name, type(name).__name__
+        native_size, native_mean, native_std = input_size, IMAGENET_MEAN, IMAGENET_STD
+        trained, source = True, f"module:{label}"
+    elif not isinstance(name, str) or not name:
+        raise MTIConfigError(
+            f"model {name!r}; give a built-in name, torchvision:NAME, a timm name or an nn.Module"
+        )
+    elif name in BUILTIN_MODELS:
+        model, cfg = build_builtin(name, pretrained=True)
+        trained, source, label = cfg.get("trained", True), f"builtin:{name}", name
+        native_size, native_mean, native_std = cfg["input_size"], cfg["mean"], cfg["std"]
+        extra = {k: cfg[k] for k in ("attribution_layer",) if k in cfg}
+    else:
+        wanted = pretrained and checkpoint is None
+        label = name
+        if name.startswith(TORCHVISION_PREFIX):
+            loaded = _torchvision(name[len(TORCHVISION_PREFIX) :], wanted)
+        else:
+            loaded = _timm(name, wanted)
+        model, native_size, native_mean, native_std, source = loaded
+        trained = wanted
     if checkpoint is not None:
         _load_checkpoint(model, Path(checkpoint))
         trained, source = True, f"{source}:checkpoint:{checkpoint}"
-    if input_size is not None and (len(input_size) != 3 or min(input_size) < 1):
-        raise MTIConfigError(f"input_size {input_size} must be (channels, height, width)")
+    size = _check_input_size(input_size if input_size is not None else native_size)
+    mean = tuple(float(v) for v in (mean if mean is not None else native_mean))
+    std = tuple(float(v) for v in (std if std is not None else native_std))
+    if len(mean) != size[0] or len(std) != size[0] or min(std) <= 0:
+        raise MTIConfigError(
+            f"mean {mean} and std {std} need one value per input channel ({size[0]}), std > 0"
+        )
     freeze(model).to(device)
     return LoadedModel(
-        name=name,
+        name=label,
         model=model,
-        input_size=tuple(int(v) for v in (input_size or native_size)),
-        mean=tuple(float(v) for v in mean),
-        std=tuple(float(v) for v in std),
+        input_size=size,
+        mean=mean,
+        std=std,
         trained=bool(trained),
         source=source,
+        extra=extra,
     )

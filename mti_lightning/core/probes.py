@@ -1,8 +1,12 @@
 """Layer probes: capture a module's output (``NAME``) or input (``NAME:in``) during a forward.
 
-Captured values are safe against in-place ops downstream: the hook keeps the original tensor
-and hands the network a clone, so ``x += shortcut`` after a targeted BN changes the clone, not
-the captured pre-activation, while gradients still flow back through the captured tensor. The
+Captured values are safe against in-place ops downstream (``nn.ReLU(inplace=True)``,
+``F.relu(x, inplace=True)``, ``x += shortcut``): the hook keeps the original tensor and hands
+the network a clone, so ``x += shortcut`` after a targeted BN changes the clone, not the
+captured pre-activation, while gradients still flow back through the captured tensor. A
+module's *input* is still held by the code that called it; should that code write into it
+after the call, the captured value would be wrong, and the probe says so (an error naming the
+layer) instead of returning it. The
 forward stops as soon as every requested layer has been captured.
 """
 
@@ -69,7 +73,13 @@ def _replace_first(value: object, tensor: torch.Tensor) -> object:
 
 
 @contextmanager
-def _hooks(model: nn.Module, refs: Sequence[LayerRef], store: dict[LayerRef, torch.Tensor], stop):
+def _hooks(
+    model: nn.Module,
+    refs: Sequence[LayerRef],
+    store: dict[LayerRef, torch.Tensor],
+    stop: bool,
+    versions: dict[LayerRef, int],
+):
     handles = []
     wanted = set(refs)
 
@@ -87,6 +97,7 @@ def _hooks(model: nn.Module, refs: Sequence[LayerRef], store: dict[LayerRef, tor
                     return None
                 x = _first_tensor(args)
                 store[ref] = x
+                versions[ref] = x._version
                 after_capture()
                 return _replace_first(tuple(args), x.clone())
 
@@ -122,11 +133,19 @@ def capture(
     """
     refs = [r if isinstance(r, LayerRef) else LayerRef.parse(r) for r in layers]
     store: dict[LayerRef, torch.Tensor] = {}
-    with _hooks(model, refs, store, stop):
+    versions: dict[LayerRef, int] = {}
+    with _hooks(model, refs, store, stop, versions):
         try:
             model(x)
         except _StopForward:
             pass
+    overwritten = [str(r) for r, v in versions.items() if store[r]._version != v]
+    if overwritten:
+        raise MTIConfigError(
+            f"layer(s) {overwritten}: the model writes into this module input in place after "
+            "the module ran (e.g. x += y), so its value cannot be captured; probe the output "
+            "of the module that produces it instead"
+        )
     missing = [str(r) for r in refs if r not in store]
     if missing:
         raise MTIConfigError(

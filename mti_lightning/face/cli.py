@@ -73,9 +73,22 @@ def _main(cfg: DictConfig) -> None:
         raise
 
 
+def _gone_keys(argv: list[str]) -> None:
+    """Keys that moved are errors naming their replacement (checked before Hydra, which would
+    only say that the key is not in the config)."""
+    from mti_lightning.atlas.face import GONE
+
+    for arg in argv:
+        key = arg.lstrip("+~").split("=", 1)[0]
+        if key.startswith("atlas.") and key[len("atlas.") :] in GONE:
+            print(f"mti: error: {key} is gone; use {GONE[key[len('atlas.') :]]}", file=sys.stderr)
+            sys.exit(2)
+
+
 def main() -> None:
     """Entry point of the ``mti`` console script; after a multirun with failed jobs it lists
     them (``face/failures.py``) and exits with code 2."""
+    _gone_keys(sys.argv[1:])
     try:
         _main()
     except SystemExit as done:

@@ -11,9 +11,9 @@ from mti_lightning.core.errors import MTIConfigError
 
 
 def _search(cfg: dict[str, Any], run_dir: Path) -> None:
-    from mti_lightning.search.job import run_search_job
+    from mti_lightning.search.job import run_search
 
-    run_search_job(cfg, run_dir)
+    run_search(cfg, run_dir)
 
 
 def _curves(cfg: dict[str, Any], run_dir: Path) -> None:
@@ -80,33 +80,9 @@ def _aggregate(cfg: dict[str, Any], run_dir: Path) -> None:
 
 
 def _atlas(cfg: dict[str, Any], run_dir: Path) -> None:
-    from mti_lightning.atlas import AtlasConfig, run_atlas
-    from mti_lightning.shells.loggers import logger_from_config
-    from mti_lightning.shells.wandb_record import track_outputs
+    from mti_lightning.atlas.face import atlas_from_config
 
-    atlas = AtlasConfig.from_dict(cfg["atlas"])
-    logger = logger_from_config(cfg, run_dir)
-    results = run_atlas(atlas, run_dir, cfg.get("stage"), logger or None)
-    track_outputs(logger, run_dir, "atlas", ATLAS_OUTPUTS, cfg)
-    for stage, record in results.items():
-        state = "skipped (up to date)" if record.get("skipped") else "done"
-        print(f"atlas stage {stage:<13} {state}")
-    print(
-        f"mti: atlas {run_dir / 'atlas' / 'atlas.png'}; viewer {run_dir / 'atlas' / 'atlas.html'}"
-    )
-
-
-# what an atlas run's W&B artifact holds (the dataset pass's shards stay in the run directory)
-ATLAS_OUTPUTS = (
-    "atlas",
-    "scatter",
-    "embedding",
-    "icons",
-    "selection",
-    "viewer",
-    "atlas_config.json",
-    "config.yaml",
-)
+    atlas_from_config(cfg, run_dir)
 
 
 TASKS: dict[str, Callable[[dict[str, Any], Path], None]] = {

@@ -1,5 +1,7 @@
 """The main job: one MTISearch (MTI, feature visualisation, inversion or accentuation) from a
-config, its +/- inversions, and a run directory with everything it produced.
+config, its +/- inversions, and a run directory with everything it produced. The ``mti``
+command and the Python API (``mti_lightning.api``) both run searches through
+:func:`run_search`.
 
 Every check that can fail on bad input (options, model, layers, features, image files) runs
 before the first optimisation step.
@@ -13,18 +15,21 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 
 from mti_lightning.core.attribution import attribute
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import FeatureSpec, Readout, build_readout
 from mti_lightning.core.inversion import inversion_objective
-from mti_lightning.core.io import load_image, save_png, save_tensors, write_json, write_text
+from mti_lightning.core.io import load_image
 from mti_lightning.core.models import LoadedModel, load_model
 from mti_lightning.core.objectives import Activation, L2ToSeed, Objective, Tension
 from mti_lightning.core.parameterizations import make_parameterization
 from mti_lightning.core.transforms import TransformConfig
-from mti_lightning.search.layer_choice import auto_attribution_layer, resolve_target
-from mti_lightning.search.summary import format_table, summary_figure, summary_rows
+from mti_lightning.search.layer_choice import attribution_layer_auto, resolve_target
+from mti_lightning.search.options import check_search_numbers
+from mti_lightning.search.result import SearchResult
+from mti_lightning.search.summary import summary_rows
 from mti_lightning.search.targets import parse_targets
 from mti_lightning.search.tracking import run_facts, summary_values, track_search
 from mti_lightning.shells.callbacks import (
@@ -55,10 +60,26 @@ class Prepared:
     callbacks: dict[str, L.Callback] = field(default_factory=dict)
 
 
-def _seed_images(paths: Any, size: tuple[int, int]) -> torch.Tensor:
-    if not paths:
-        raise MTIConfigError("search.image is required for this kind; give an image file path")
-    paths = [paths] if isinstance(paths, str) else list(paths)
+def _seed_images(images: Any, size: tuple[int, int]) -> torch.Tensor:
+    """``search.image``: image file path(s), or (from the Python API) image tensors
+    ``(3, H, W)`` / ``(K, 3, H, W)`` in [0, 1]; all brought to the canvas ``size``."""
+    if images is None or (isinstance(images, (str, list, tuple)) and images in ("", "???", [], ())):
+        raise MTIConfigError(
+            "search.image is required for this kind; give an image file path (or, in Python, "
+            "image=TENSOR)"
+        )
+    if isinstance(images, torch.Tensor):
+        batch = images if images.dim() == 4 else images.unsqueeze(0)
+        if batch.dim() != 4 or batch.shape[1] != 3:
+            raise MTIConfigError(
+                f"search.image tensor of shape {tuple(images.shape)}; give (3, H, W) or "
+                "(K, 3, H, W) in [0, 1]"
+            )
+        batch = batch.detach().float().cpu()
+        if tuple(batch.shape[2:]) != tuple(size):
+            batch = F.interpolate(batch, size=size, mode="bilinear", antialias=True)
+        return batch.clamp(0, 1)
+    paths = [images] if isinstance(images, (str, Path)) else list(images)
     return torch.stack([load_image(p, size) for p in paths])
 
 
@@ -78,23 +99,33 @@ def _objective(
     return inversion_objective(lm, seeds, readout, s["attribution_layer"], s["power"]), None
 
 
-def prepare(cfg: dict, run_dir: Path) -> Prepared:
-    """Validate the config and build the search (fast; no optimisation yet)."""
+def load_from_config(cfg: dict) -> LoadedModel:
+    """The model that ``cfg['model']`` names (built-in, torchvision:NAME or timm)."""
+    m = cfg["model"]
+    return load_model(
+        m["name"],
+        m.get("pretrained", False),
+        m.get("checkpoint"),
+        input_size=m.get("input_size"),
+        mean=m.get("mean"),
+        std=m.get("std"),
+    )
+
+
+def prepare(cfg: dict, run_dir: Path, lm: LoadedModel | None = None) -> Prepared:
+    """Validate the config and build the search (fast; no optimisation yet). ``lm``: an
+    already loaded model (the Python API's ``nn.Module``s), else ``cfg['model']`` is loaded."""
     s, t = cfg["search"], cfg["trainer"]
     kind = s["kind"]
     if kind not in KINDS:
         raise MTIConfigError(f"search.kind {kind!r}; valid: {', '.join(KINDS)}")
+    check_search_numbers(cfg)
     check_trainer_options(t["accelerator"], str(t["precision"]), t["devices"])
     for key in ("compile", "fast_net"):
         if not isinstance(t.get(key, False), bool):
             raise MTIConfigError(f"trainer.{key}={t[key]!r}; must be true or false")
-    if s["steps"] < 1:
-        raise MTIConfigError(f"search.steps={s['steps']}; need at least 1 step")
-    m = cfg["model"]
-    lm = load_model(
-        m["name"], m.get("pretrained", False), m.get("checkpoint"), input_size=m.get("input_size")
-    )
-    specs = parse_targets(resolve_target(cfg["target"], lm.model, lm.input_size, m["name"]))
+    lm = lm if lm is not None else load_from_config(cfg)
+    specs = parse_targets(resolve_target(cfg["target"], lm.model, lm.input_size, lm.name))
     per = int(s.get("images_per_target", 1))
     if per < 1 or (kind == "invert" and per != 1):
         raise MTIConfigError(
@@ -115,10 +146,18 @@ def prepare(cfg: dict, run_dir: Path) -> Prepared:
     readout = build_readout(lm.model, lm.input_size, specs)
     layer = s.get("attribution_layer")
     if layer == "auto":
-        layer = auto_attribution_layer(lm.model, lm.input_size, [sp.layer for sp in specs], lm.name)
+        layer = attribution_layer_auto(lm, readout)
         s = {**s, "attribution_layer": layer}
+    if not layer and kind in ("mti", "invert"):
+        raise MTIConfigError(
+            f"search.attribution_layer={layer!r}; kind={kind} needs a layer upstream of the "
+            "target (a module name, or auto)"
+        )
     if layer:
-        attribute(lm, torch.zeros(len(specs), *lm.input_size), readout, [layer])
+        try:
+            attribute(lm, torch.zeros(len(specs), *lm.input_size), readout, [layer])
+        except MTIConfigError as err:
+            raise MTIConfigError(f"search.attribution_layer={layer!r}: {err}") from err
     if seeds is not None and len(seeds) == 1 and kind != "invert":
         seeds = seeds.expand(len(specs), -1, -1, -1)
     n_images = 2 * len(specs) if kind == "invert" else len(specs)
@@ -189,13 +228,18 @@ def _ddp_agreement(trainer: L.Trainer, images: torch.Tensor) -> float | None:
     return float((gathered - gathered[0:1]).abs().max())
 
 
-def run_search_job(cfg: dict, run_dir: Path) -> dict[str, Any]:
-    """Run the search described by ``cfg`` into ``run_dir``; return the metrics record."""
+def run_search(
+    cfg: dict, run_dir: Path, lm: LoadedModel | None = None, logger: Any = None
+) -> SearchResult | None:
+    """Run the search described by ``cfg`` into ``run_dir`` and return what it found (None on
+    the processes other than rank 0 of a DDP run). The ``mti`` command and the Python API both
+    come here. ``lm``: an already loaded model; ``logger``: a Lightning logger to use instead
+    of the one ``cfg['logger']`` describes."""
     run_dir = Path(run_dir)
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
-    prepared = prepare(cfg, run_dir)
+    prepared = prepare(cfg, run_dir, lm)
     s, t = cfg["search"], cfg["trainer"]
-    logger = logger_from_config(cfg, run_dir)
+    logger = logger_from_config(cfg, run_dir) if logger is None else logger
     trainer = make_trainer(
         run_dir,
         s["steps"],
@@ -219,12 +263,20 @@ def run_search_job(cfg: dict, run_dir: Path) -> dict[str, Any]:
     images = search().detach()
     agreement = _ddp_agreement(trainer, images)
     if not trainer.is_global_zero:
-        return {}
+        return None
     ckpt = ckpt or trainer.ckpt_path  # a SLURM requeue resumes from its hpc checkpoint
     return _write_results(cfg, run_dir, prepared, trainer, images, agreement, logger, ckpt)
 
 
-def _write_results(cfg, run_dir, prepared, trainer, images, agreement, logger, ckpt) -> dict:
+def run_search_job(cfg: dict, run_dir: Path) -> dict[str, Any]:
+    """:func:`run_search`'s metrics record (empty on the processes other than rank 0)."""
+    result = run_search(cfg, run_dir)
+    return result.record if result is not None else {}
+
+
+def _write_results(
+    cfg, run_dir, prepared, trainer, images, agreement, logger, ckpt
+) -> SearchResult:
     search, cbs, s = prepared.search, prepared.callbacks, cfg["search"]
     inv = cbs["inversions"].result if "inversions" in cbs else {}
     start = search.measured.get("start", {})
@@ -233,27 +285,13 @@ def _write_results(cfg, run_dir, prepared, trainer, images, agreement, logger, c
     if "atlas" in cbs:  # atlas_* columns: where each image lies on its feature's atlas
         rows = [r | c for r, c in zip(rows, cbs["atlas"].columns())]
     images = images.float().cpu()
-    for k, img in enumerate(images):
-        save_png(run_dir / "images" / f"image_{k:03d}.png", img)
-    tensors = {"images": images}
-    if inv:
-        for k in range(len(images)):
-            save_png(run_dir / "inversions" / f"plus_{k:03d}.png", inv["plus"][k].float().cpu())
-            save_png(run_dir / "inversions" / f"minus_{k:03d}.png", inv["minus"][k].float().cpu())
-        tensors |= {"plus": inv["plus"], "minus": inv["minus"]}
-    if "transparency" in cbs and cbs["transparency"].alpha is not None:
-        alpha = cbs["transparency"].alpha
-        tensors["alpha"] = alpha
-        for k, img in enumerate(images):
-            save_png(
-                run_dir / "transparency" / f"image_{k:03d}.png", torch.cat([img, alpha[k : k + 1]])
-            )
-    save_tensors(run_dir / "tensors.safetensors", tensors)
+    alpha = cbs["transparency"].alpha if "transparency" in cbs else None
     guard = cbs["guard"]
     record = {
         "kind": cfg["search"]["kind"],
         "model": prepared.lm.source,
         "model_trained": prepared.lm.trained,
+        "attribution_layer": search.metric_layer,
         "steps_run": trainer.global_step,
         "resumed_from": ckpt,
         "nonfinite_step": guard.bad_step,
@@ -267,13 +305,10 @@ def _write_results(cfg, run_dir, prepared, trainer, images, agreement, logger, c
             search.unit_names, rows, trainer.global_step, search.metric_layer is not None
         ),
     }
-    write_json(run_dir / "metrics.json", record)
-    table = format_table(rows)
-    write_text(run_dir / "summary.txt", table + "\n")
     title = f"{cfg['search']['kind']} on {prepared.lm.name} ({prepared.lm.source})"
-    summary_figure(run_dir / "summary.png", rows, images, inv or None, title)
-    alpha = tensors.get("alpha")
+    result = SearchResult(images, rows, record, title, inv or None, alpha, run_dir)
+    result.save(run_dir)
     track_search(logger, cfg, run_dir, record, search.unit_names, images, inv or None, alpha)
-    print(table)
+    print(result.table())
     print(f"mti: run directory {run_dir}")
-    return record
+    return result

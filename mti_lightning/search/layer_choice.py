@@ -25,7 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from mti_lightning.core.attribution import attribute
 from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.core.features import Readout
+from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.probes import LayerRef, resolve_module
 
 _CONTAINER = re.compile(r"^(blocks|stages|layers|layer\d+)$")
@@ -234,14 +237,6 @@ def resolve_target(value: Any, model: nn.Module, input_size: Sequence[int], name
     return one(value)
 
 
-def auto_attribution_layer(
-    model: nn.Module, input_size: Sequence[int], targets: Sequence[str], name: str
-) -> str:
-    """The attribution layer for ``search.attribution_layer=auto``: the nearest block boundary
-    upstream of the target layers."""
-    return attribution_layer_for(survey(model, input_size), targets, name)
-
-
 def relative_depth(s: Survey, layer: str) -> float | None:
     """The relative depth in (0, 1] of the block ``layer`` lies in (the inverse of
     :func:`layer_at_depth`: a block's feature layer at depth ``d`` reads ``d``): the blocks
@@ -253,3 +248,24 @@ def relative_depth(s: Survey, layer: str) -> float | None:
     at = s.order.index(name)
     before = sum(1 for t in s.targets if s.order.index(str(LayerRef.parse(t))) < at)
     return min(before + 1, len(s.blocks)) / len(s.blocks)
+
+
+def attribution_layer_auto(lm: LoadedModel, readout: Readout) -> str:
+    """``attribution_layer=auto`` for the features of ``readout``: the model's own choice where
+    it has one (CurveNet: ``pool1``) and it lies upstream of every feature, else the nearest
+    block boundary upstream of the features' layers (in a model without blocks: the input of
+    the features' module)."""
+    preferred = lm.extra.get("attribution_layer")
+    if preferred:
+        try:
+            attribute(lm, torch.zeros(len(readout.specs), *lm.input_size), readout, [preferred])
+            return preferred
+        except MTIConfigError:
+            pass
+    layers = [sp.layer for sp in readout.specs]
+    s = survey(lm.model, lm.input_size)
+    modules = {LayerRef.parse(layer).module for layer in layers}
+    if not s.attribution_points and len(modules) == 1:
+        # a flat hand-written model (no blocks, no activation modules): the targets' input
+        return f"{modules.pop()}:in"
+    return attribution_layer_for(s, layers, lm.name)

@@ -65,22 +65,22 @@ def _caption(r: dict) -> str:
     return "\n".join(parts)
 
 
-def summary_figure(
-    path: Path,
+def figure_png(
     rows: list[dict],
     images: torch.Tensor,
     inversions: dict[str, torch.Tensor] | None = None,
     title: str = "",
-) -> Path:
-    """PNG grid: one row per image (image, + inversion, - inversion) with figures below."""
-    import matplotlib
+) -> bytes:
+    """The summary figure as PNG bytes: one row per image (image, + inversion, - inversion)
+    with its figures below."""
+    import io
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: a notebook's backend is left alone
 
     cols = 3 if inversions else 1
     n = len(rows)
-    fig, axes = plt.subplots(n, cols, figsize=(2.8 * cols, 3.9 * n), squeeze=False)
+    fig = Figure(figsize=(2.8 * cols, 3.9 * n))
+    axes = fig.subplots(n, cols, squeeze=False)
     for k, r in enumerate(rows):
         panels = [(images[k], _caption(r))]
         if inversions:
@@ -95,6 +95,18 @@ def summary_figure(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
-    return path
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def summary_figure(
+    path: Path,
+    rows: list[dict],
+    images: torch.Tensor,
+    inversions: dict[str, torch.Tensor] | None = None,
+    title: str = "",
+) -> Path:
+    """Write :func:`figure_png` to ``path`` (atomically)."""
+    data = figure_png(rows, images, inversions, title)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))

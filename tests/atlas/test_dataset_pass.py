@@ -3,6 +3,7 @@ such files included), an empty or missing folder is a clear error; and the other
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -11,12 +12,14 @@ import torch
 from conftest import N_IMAGES, tiny_config, write_folder
 
 from mti_lightning.atlas import run_atlas
-from mti_lightning.atlas.data import TorchvisionSource
+from mti_lightning.atlas.data import torchvision_source
 from mti_lightning.atlas.dataset_pass import load_pass, prepare, recompute_maps
 from mti_lightning.core.errors import MTIConfigError
 
 
-def test_corrupt_images_are_skipped_and_counted(image_folder: Path, tmp_path: Path) -> None:
+def test_corrupt_images_are_skipped_and_counted(
+    image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     data = tmp_path / "data"
     shutil.copytree(image_folder, data)
     bad = data / "zz_broken"
@@ -30,6 +33,10 @@ def test_corrupt_images_are_skipped_and_counted(image_folder: Path, tmp_path: Pa
     assert res["n_files"] == N_IMAGES + 2 and res["n_images"] == N_IMAGES
     assert res["n_failed"] == 2
     assert res["failed_files"] == ["zz_broken/empty.png", "zz_broken/truncated.png"]
+    console = capsys.readouterr().out  # said on the console: how many, and where listed
+    failed_json = tmp_path / "run" / "dataset_pass" / "failed.json"
+    assert f"skipped 2 of {N_IMAGES + 2} images" in console and str(failed_json) in console
+    assert json.loads(failed_json.read_text()) == res["failed_files"]
     r = load_pass(tmp_path / "run" / res["shards"])
     assert r["index"].tolist() == list(range(N_IMAGES))
     assert r["failed"].tolist() == [N_IMAGES, N_IMAGES + 1]
@@ -75,12 +82,12 @@ def test_icons_without_stored_maps(tmp_path: Path) -> None:
 
 
 def test_torchvision_source() -> None:
-    src = TorchvisionSource("FakeData", "", (24, 24))
+    src = torchvision_source("FakeData", "", (24, 24))
     img = src.load(3)
     assert img is not None and img.shape == (3, 24, 24) and 0 <= img.min() <= img.max() <= 1
     assert src.name(3) == "FakeData[3]" and src.label(3).isdigit()
     assert src.identity() == f"torchvision:FakeData:{len(src)}"
     with pytest.raises(MTIConfigError, match="unknown torchvision data set 'Nope'.*CIFAR10"):
-        TorchvisionSource("Nope", "", (24, 24))
+        torchvision_source("Nope", "", (24, 24))
     with pytest.raises(MTIConfigError, match="could not open torchvision data set CIFAR10"):
-        TorchvisionSource("CIFAR10", "/nonexistent", (24, 24))
+        torchvision_source("CIFAR10", "/nonexistent", (24, 24))

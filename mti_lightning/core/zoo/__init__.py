@@ -2,7 +2,9 @@
 
 Each entry maps a name to ``module:function``; the function takes ``pretrained: bool`` and
 returns ``(model, config)`` where config holds ``input_size`` (C, H, W), ``mean``, ``std``
-and ``trained`` (whether trained weights were loaded).
+and ``trained`` (whether trained weights were loaded), and optionally ``attribution_layer``
+(the layer ``search.attribution_layer=auto`` picks for this model where it lies upstream of the
+target).
 """
 
 from __future__ import annotations

@@ -77,5 +77,12 @@ def build(pretrained: bool = True) -> tuple[nn.Module, dict[str, Any]]:
             )
         model.load_state_dict(load_file(WEIGHTS_PATH))
     model.eval()
-    config = {"input_size": INPUT_SIZE, "mean": MEAN, "std": STD, "trained": pretrained}
+    config = {
+        "input_size": INPUT_SIZE,
+        "mean": MEAN,
+        "std": STD,
+        "trained": pretrained,
+        # the paper's "cam layer" for the middle layer's units: search.attribution_layer=auto
+        "attribution_layer": "pool1",
+    }
     return model, config

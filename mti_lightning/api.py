@@ -1,0 +1,239 @@
+"""The public Python API, in the paper's order: load a model, find maximally tense images
+(MTIs), visualise a feature, split an image into its excitatory and inhibitory components
+(+/- attribution inversion), accentuate, attribute, map a data set (the attribution atlas),
+compare architectures.
+
+    import mti_lightning as mti
+    net = mti.load_model("torchvision:resnet18")
+    result = mti.search(net, "layer3.0.bn1:1", steps=100)   # shows itself in Jupyter
+    result.rows, result.images, result.run_dir
+
+Every function composes the same config the ``mti`` command composes (``conf/``), updates it
+with its arguments, and runs the same code (``search.job.run_search``, ``atlas.run_atlas``,
+``compare.run.run_compare``): nothing exists in only one of the two faces. Options mirror the
+config keys: a bare key of one group (``lr=0.1`` is ``search.lr``, ``canvas=[64, 64]`` is
+``param.canvas``, ``jitter=0.1`` is ``transform.jitter``), a dotted key
+(``**{"search.inversions.steps": 20}``), a group as a dict (``transform={"rotate": 5}``), or a
+group's choice by name (``param="pixel"``, ``transform="none"``, ``trainer="ddp"``). Lightning's
+``devices``, ``strategy``, ``precision``, ``accelerator`` and ``num_nodes`` go to the trainer;
+``logger`` is ``"wandb"`` (the default, offline without an API key), ``"csv"``, ``None`` or a
+Lightning logger.
+
+Each run writes into its own directory: ``run_dir`` when given, else
+``outputs/api/DATE/TIME`` under the working directory (as the ``mti`` command's
+``outputs/DATE/TIME``), so nothing a notebook made is lost when the kernel stops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.core.models import LoadedModel
+from mti_lightning.core.models import load_model as _load_model
+from mti_lightning.face.api_config import (
+    MODEL_KEYS,
+    build_config,
+    loaded_model,
+    run_dir_for,
+    write_config,
+)
+
+if TYPE_CHECKING:
+    from mti_lightning.atlas.result import AtlasResult
+    from mti_lightning.core.attribution import Attribution
+    from mti_lightning.search.result import SearchResult
+
+Model = str | nn.Module | LoadedModel
+Images = torch.Tensor | str | Path | Sequence[str | Path]
+
+
+# -- models -------------------------------------------------------------------------------
+
+
+def load_model(
+    model: Model,
+    input_size: Sequence[int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    pretrained: bool = False,
+    checkpoint: str | Path | None = None,
+) -> LoadedModel:
+    """A frozen model and the input it expects, from a built-in name (``curvenet``),
+    ``torchvision:NAME``, a timm name, or any ``nn.Module`` (then ``input_size`` (C, H, W) is
+    required; ``mean``/``std`` default to ImageNet's). ``pretrained`` fetches the library's
+    default weights (network needed; an unreachable download is a clear error, and
+    ``checkpoint=PATH`` loads local weights instead)."""
+    return _load_model(model, pretrained, checkpoint, input_size=input_size, mean=mean, std=std)
+
+
+# -- searches -----------------------------------------------------------------------------
+
+
+def search(
+    model: Model,
+    targets: Any,
+    kind: str = "mti",
+    steps: int | None = None,
+    run_dir: str | Path | None = None,
+    **options: Any,
+) -> SearchResult:
+    """Optimise images for ``targets`` (``LAYER:CHANNEL@POSITION``, a list of them, or
+    ``{layer, channel, position}``), all in one batched search. ``kind``: ``mti`` (maximally
+    tense images with their +/- inversions), ``visualize``, ``visualize_neg``, ``invert`` or
+    ``accentuate`` (the last two need ``image=``). ``steps`` defaults to the config's."""
+    from mti_lightning.search.job import KINDS, run_search
+
+    if kind not in KINDS:
+        raise MTIConfigError(f"kind {kind!r}; valid: {', '.join(KINDS)}")
+    group = "visualize" if kind == "visualize_neg" else kind
+    cfg, logger = build_config([f"search={group}"], model, options)
+    cfg["search"]["kind"] = kind
+    cfg["target"] = targets
+    if steps is not None:
+        cfg["search"]["steps"] = steps
+    lm = loaded_model(model, cfg)
+    out = run_dir_for(run_dir)
+    result = run_search(cfg, out, lm, logger)  # bad input fails before anything is written
+    if result is None:
+        raise RuntimeError("search ran on a process other than rank 0; use rank 0's result")
+    write_config(cfg, out)
+    return result
+
+
+def visualize(model: Model, targets: Any, negative: bool = False, **options: Any) -> SearchResult:
+    """Feature visualisation: images that maximise ``targets`` (``negative``: minimise them,
+    showing what inhibits the feature)."""
+    return search(model, targets, "visualize_neg" if negative else "visualize", **options)
+
+
+def invert(
+    model: Model, images: Images, targets: Any, layer: str = "auto", **options: Any
+) -> SearchResult:
+    """+/- attribution inversion: for each image and target, one image rendered from noise to
+    match the excitatory part of its attribution at ``layer`` and one for the inhibitory
+    part. ``images``: file path(s) or a tensor ``(3, H, W)`` / ``(K, 3, H, W)`` in [0, 1]."""
+    options = {**options, "search.image": images, "search.attribution_layer": layer}
+    return search(model, targets, "invert", **options)
+
+
+def accentuate(model: Model, images: Images, targets: Any, **options: Any) -> SearchResult:
+    """Accentuation: raise ``targets`` starting from the images themselves, staying close to
+    them (``sign=-1`` lowers the feature)."""
+    return search(model, targets, "accentuate", **{**options, "search.image": images})
+
+
+# -- attribution --------------------------------------------------------------------------
+
+
+def _image_batch(images: Images, size: tuple[int, int] | None) -> torch.Tensor:
+    from mti_lightning.search.job import _seed_images
+
+    if isinstance(images, torch.Tensor) and size is None:
+        return images if images.dim() == 4 else images.unsqueeze(0)
+    return _seed_images(images, size)
+
+
+def attribute(
+    model: Model,
+    images: Images,
+    targets: Any,
+    layers: str | Sequence[str] = "auto",
+    input_size: Sequence[int] | None = None,
+) -> Attribution:
+    """Attribution ``act_L * d f / d act_L`` of each image's feature at each of ``layers``
+    (``auto``: the model's own attribution layer, else the block boundary before the
+    feature): ``.maps[layer]``, ``.energies[layer]`` (``e_plus``, ``e_minus``, ``tension``,
+    ...) and ``.activation``. One target serves every image; one image serves every target."""
+    from mti_lightning.core.attribution import attribute as core_attribute
+    from mti_lightning.core.features import build_readout
+    from mti_lightning.search.layer_choice import attribution_layer_auto, resolve_target
+    from mti_lightning.search.targets import parse_targets
+
+    lm = _load_model(model, input_size=input_size)
+    batch = _image_batch(images, None if isinstance(images, torch.Tensor) else lm.input_size[1:])
+    size = (lm.input_size[0], *batch.shape[2:])
+    specs = parse_targets(resolve_target(targets, lm.model, size, lm.name))
+    if len(specs) == 1 and len(batch) > 1:
+        specs = specs * len(batch)
+    elif len(batch) == 1 and len(specs) > 1:
+        batch = batch.expand(len(specs), -1, -1, -1)
+    if len(specs) != len(batch):
+        raise MTIConfigError(
+            f"{len(batch)} images and {len(specs)} targets; give one target for all images, "
+            "one image for all targets, or as many of each"
+        )
+    readout = build_readout(lm.model, size, specs)
+    names = [layers] if isinstance(layers, str) else list(layers)
+    device = next(iter(lm.model.parameters()), torch.zeros(0)).device
+    if "auto" in names:
+        auto = attribution_layer_auto(lm, readout)
+        names = [auto if n == "auto" else n for n in names]
+    return core_attribute(lm, batch.to(device), readout.to(device), names)
+
+
+# -- data sets ----------------------------------------------------------------------------
+
+
+def atlas(
+    model: Model,
+    target: Any,
+    data: Any = "curves",
+    layers: str | Sequence[str] = "auto",
+    run_dir: str | Path | None = None,
+    stage: str | None = None,
+    **options: Any,
+) -> AtlasResult:
+    """The attribution atlas of one feature over ``data``: a folder of images, a torch
+    ``Dataset`` (items ``image`` or ``(image, label)``; PIL images or tensors in [0, 1]),
+    ``torchvision:NAME`` or ``curves`` (the built-in curve images). ``options`` are the
+    ``atlas.*`` keys (``grid``, ``icon_steps``, ``curves_n``, ...). Re-running into the same
+    ``run_dir`` skips every stage whose result is up to date."""
+    from mti_lightning.atlas.face import atlas_from_config
+
+    options = {**options, "atlas.layers": [layers] if isinstance(layers, str) else list(layers)}
+    atlas_options = {}
+    for name in list(options):
+        if "." not in name and name not in ("logger", "seed", *MODEL_KEYS):
+            atlas_options[f"atlas.{name}"] = options.pop(name)
+    dataset = None
+    if isinstance(data, (str, Path)):
+        atlas_options["atlas.data"] = str(data)
+    else:
+        dataset = data
+        atlas_options["atlas.data"] = f"dataset:{type(data).__name__}"
+    cfg, logger = build_config(["experiment=atlas"], model, {**options, **atlas_options})
+    cfg["target"] = target
+    lm = loaded_model(model, cfg)
+    out = run_dir_for(run_dir)
+    result = atlas_from_config(cfg, out, stage, lm=lm, dataset=dataset, logger=logger)
+    write_config(cfg, out)
+    return result
+
+
+def compare(
+    models: Sequence[str],
+    layers: Any = 0.5,
+    run_dir: str | Path | None = None,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """Compare architectures: E+, E-, tension and tension ratio of the units of one layer per
+    model (``layers``: a relative depth, a layer name, or ``{model: ..., default: ...}``) on a
+    common image set, plus an MTI search of a few units per model. ``options``: the
+    ``compare.*`` keys (``units``, ``n_images``, ``search_units``, ...) and the search's.
+    Returns the table's rows; the report lands in the run directory."""
+    from mti_lightning.compare.run import run_compare
+
+    compare_keys = ("units", "unit_seed", "images", "n_images", "checkpoints")
+    compare_keys += ("attribution_layers", "search_units", "batch_size")
+    options = {(f"compare.{k}" if k in compare_keys else k): v for k, v in options.items()}
+    cfg, _ = build_config(["experiment=compare"], None, options)
+    cfg["models"], cfg["layers"] = list(models), layers
+    out = run_dir_for(run_dir)
+    write_config(cfg, out)
+    return run_compare(cfg, out)

@@ -1,0 +1,104 @@
+"""The atlas from the composed config of the ``mti`` command or the Python API: the model and
+the feature come from the same ``model=`` and ``target=`` keys as a search's, everything else
+from ``atlas.*``. Keys the atlas once had for the model and feature are errors naming their
+replacement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mti_lightning.atlas.config import AtlasConfig
+from mti_lightning.atlas.result import AtlasResult
+from mti_lightning.atlas.stages import run_atlas
+from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.core.models import LoadedModel
+
+# what an atlas run's W&B artifact holds (the dataset pass's shards stay in the run directory)
+ATLAS_OUTPUTS = (
+    "atlas",
+    "scatter",
+    "embedding",
+    "icons",
+    "selection",
+    "viewer",
+    "atlas_config.json",
+    "config.yaml",
+)
+
+GONE = {
+    "model": "model=NAME (or model.name=NAME)",
+    "feature": "target=LAYER:CHANNEL@POSITION",
+    "input_size": "model.input_size=[C,H,W]",
+    "pretrained": "model.pretrained=true",
+    "checkpoint": "model.checkpoint=PATH",
+}
+
+
+def check_gone_keys(atlas: dict[str, Any]) -> None:
+    """An ``atlas.*`` key that moved to the shared model/target keys is an error naming it."""
+    for key, use in GONE.items():
+        if key in atlas:
+            raise MTIConfigError(f"atlas.{key} is gone; use {use}")
+
+
+def _feature(cfg: dict[str, Any], lm: LoadedModel) -> str:
+    """The one feature ``target`` names, as a spec string."""
+    from mti_lightning.search.layer_choice import resolve_target
+    from mti_lightning.search.targets import parse_targets
+
+    specs = parse_targets(resolve_target(cfg["target"], lm.model, lm.input_size, lm.name))
+    if len(specs) != 1:
+        raise MTIConfigError(
+            f"target names {len(specs)} features ({', '.join(map(str, specs[:4]))}); the atlas "
+            "maps one: give one channel, e.g. target=bn2:19@center"
+        )
+    return str(specs[0])
+
+
+def atlas_config(cfg: dict[str, Any], lm: LoadedModel | None = None) -> AtlasConfig:
+    """The atlas's flat config from the composed config (``lm``: an already loaded model)."""
+    from mti_lightning.atlas.dataset_pass import load_atlas_model
+
+    atlas = dict(cfg["atlas"])
+    check_gone_keys(atlas)
+    m = cfg["model"]
+    model = {
+        "model": lm.source if lm is not None else m["name"],
+        "pretrained": bool(m.get("pretrained")) if lm is None else False,
+        "checkpoint": (m.get("checkpoint") or "") if lm is None else "",
+        "input_size": list(m["input_size"]) if m.get("input_size") else 0,
+    }
+    draft = AtlasConfig.from_dict({**atlas, **model})
+    loaded = lm if lm is not None else load_atlas_model(draft)
+    from mti_lightning.atlas.dataset_pass import with_input_size
+
+    feature = _feature(cfg, with_input_size(loaded, draft.input_size))
+    return AtlasConfig.from_dict({**atlas, **model, "feature": feature})
+
+
+def atlas_from_config(
+    cfg: dict[str, Any],
+    run_dir: Path,
+    stage: str | None = None,
+    lm: LoadedModel | None = None,
+    dataset: Any = None,
+    logger: Any = None,
+) -> AtlasResult:
+    """Run the atlas that ``cfg`` describes into ``run_dir``; print each stage's state."""
+    from mti_lightning.shells.loggers import logger_from_config
+    from mti_lightning.shells.wandb_record import track_outputs
+
+    run_dir = Path(run_dir)
+    atlas = atlas_config(cfg, lm)
+    if logger is None:
+        logger = logger_from_config(cfg, run_dir)
+    results = run_atlas(atlas, run_dir, stage or cfg.get("stage"), logger or None, lm, dataset)
+    track_outputs(logger, run_dir, "atlas", ATLAS_OUTPUTS, cfg)
+    for name, record in results.items():
+        state = "skipped (up to date)" if record.get("skipped") else "done"
+        print(f"atlas stage {name:<13} {state}")
+    print(
+        f"mti: atlas {run_dir / 'atlas' / 'atlas.png'}; viewer {run_dir / 'atlas' / 'atlas.html'}"
+    )
+    return AtlasResult(run_dir, results, atlas)

@@ -1,0 +1,255 @@
+"""The Python API (``import mti_lightning as mti``): any model (timm, torchvision:NAME, a
+hand-written nn.Module with functional in-place ops, CurveNet) through search, invert and
+attribute; its results; its bad arguments; and the same images as the ``mti`` command."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import mti_lightning as mti
+from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.core.io import load_tensors
+from mti_lightning.search.result import SearchResult
+
+TINY = {
+    "steps": 2,
+    "draws": 1,
+    "logger": None,
+    "search.inversions.steps": 1,
+    "search.inversions.draws": 1,
+    "checkpoint.every_n_steps": 0,
+}
+
+
+class InplaceNet(nn.Module):
+    """A hand-written network in the style of many research codes: functional in-place ReLUs
+    and an in-place residual sum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.conv3 = nn.Conv2d(8, 6, 3, stride=2, padding=1)
+        self.head = nn.Linear(6, 4)
+        gen = torch.Generator().manual_seed(0)
+        for bn in (self.bn1, self.bn2):  # non-trivial running statistics
+            bn.running_mean.copy_(torch.randn(8, generator=gen) * 0.1)
+            bn.running_var.copy_(torch.rand(8, generator=gen) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn1(self.conv1(x))
+        x = F.relu(x, inplace=True)
+        y = self.bn2(self.conv2(x))
+        y += x  # in place, on the captured pre-activation's successor
+        y = F.relu(y, inplace=True)
+        z = self.conv3(y)
+        return self.head(z.mean((2, 3)))
+
+
+def _reference(net: InplaceNet, images: torch.Tensor, channel: int) -> dict[str, torch.Tensor]:
+    """Attribution of conv3's centre unit at bn1 (output) and conv3's input, by hand, with no
+    in-place op anywhere."""
+    net.eval()
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = (images - mean) / std
+    a = net.bn1(net.conv1(x))
+    h = F.relu(a)
+    y = F.relu(net.bn2(net.conv2(h)) + h)
+    z = net.conv3(y)
+    value = z[:, channel, z.shape[2] // 2, z.shape[3] // 2]
+    ga, gy = torch.autograd.grad(value.sum(), [a, y])
+    return {"bn1": a * ga, "conv3:in": y * gy, "activation": value}
+
+
+def test_attribution_with_functional_inplace_ops_equals_a_clone_safe_reference():
+    net = InplaceNet()
+    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    ref = _reference(net, images, 2)
+    got = mti.attribute(net, images, "conv3:2@center", ["bn1", "conv3:in"], input_size=(3, 16, 16))
+    torch.testing.assert_close(got.activation, ref["activation"], rtol=1e-4, atol=1e-5)
+    for layer in ("bn1", "conv3:in"):
+        torch.testing.assert_close(got.maps[layer], ref[layer], rtol=1e-4, atol=1e-5)
+        assert got.maps[layer].abs().sum() > 0
+
+
+class WritesIntoItsInput(nn.Module):
+    """After calling ``act``, the caller writes into the tensor it gave it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.out = nn.Conv2d(4, 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x)
+        y = self.act(h)
+        h += y
+        return self.out(h)
+
+
+def test_a_module_input_written_after_the_call_is_an_error_not_a_wrong_value():
+    with pytest.raises(MTIConfigError, match=re.escape("['act:in']: the model writes into")):
+        mti.attribute(
+            WritesIntoItsInput(), torch.rand(1, 3, 8, 8), "out:0@center", "act:in", (3, 8, 8)
+        )
+
+
+MODELS = {
+    "timm": ("resnet18", "layer2.0.conv1:3@center", {"input_size": [3, 32, 32]}),
+    "torchvision": ("torchvision:resnet18", "layer2.0.conv1:3@center", {"input_size": [3, 32, 32]}),
+    "module": (InplaceNet, "conv3:2@center", {"input_size": [3, 16, 16]}),
+    "curvenet": ("curvenet", "bn2:19@center", {}),
+}
+
+
+@pytest.mark.parametrize("which", list(MODELS))
+def test_search_invert_attribute_on_any_model(which, tmp_path):
+    model, target, extra = MODELS[which]
+    model = model() if isinstance(model, type) else model
+    result = mti.search(model, target, run_dir=tmp_path / "search", **TINY, **extra)
+    assert isinstance(result, SearchResult) and result.features == [target]
+    size = result.images.shape[-2:]
+    assert result.inversions is not None and result.inversions["plus"].shape[-2:] == size
+    row = result.rows[0]
+    assert row["end_e_plus"] > 0 and row["end_e_minus"] > 0
+    assert result.record["steps_run"] == 2 and result.record["attribution_layer"]
+    if which == "curvenet":
+        assert result.record["attribution_layer"] == "pool1"
+    inverted = mti.invert(
+        model, result.images[0], target, run_dir=tmp_path / "inv", **TINY, **extra
+    )
+    assert inverted.features == [f"{target} (+)", f"{target} (-)"]
+    assert inverted.images.shape == (2, 3, *size)
+    size_kw = {"input_size": extra["input_size"]} if "input_size" in extra else {}
+    torch.manual_seed(0)  # a random-init model by name: the same weights as the search's
+    attr = mti.attribute(model, result.images, target, "auto", **size_kw)
+    layer = result.record["attribution_layer"]
+    assert list(attr.maps) == [layer]
+    torch.testing.assert_close(
+        attr.energies[layer].e_plus[0], torch.tensor(row["end_e_plus"]), rtol=0.05, atol=1e-3
+    )
+
+
+def test_search_result_saves_shows_and_tabulates(tmp_path):
+    result = mti.search(
+        "curvenet",
+        ["bn2:19@center", "bn2:5@center"],
+        canvas=[40, 40],
+        run_dir=tmp_path / "a",
+        **TINY,
+    )
+    assert result.run_dir == tmp_path / "a"
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "summary.png",
+        "summary.txt",
+        "tensors.safetensors",
+    ):
+        assert (tmp_path / "a" / name).is_file(), name
+    record = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert record["images"] == result.rows and len(result.rows) == 2
+    png = result._repr_png_()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png == (tmp_path / "a" / "summary.png").read_bytes()
+    assert "<img" in result._repr_html_() and "bn2:5@center" in result._repr_html_()
+    result.save(tmp_path / "b")
+    again = load_tensors(tmp_path / "b" / "tensors.safetensors")
+    assert torch.equal(again["images"], result.images) and torch.equal(
+        again["plus"], result.inversions["plus"]
+    )
+    assert sorted(p.name for p in (tmp_path / "b").rglob("*.png")) == sorted(
+        p.name for p in (tmp_path / "a").rglob("*.png") if "snapshots" not in p.parts
+    )
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pip install pandas"):
+            result.to_pandas()
+    else:
+        assert result.to_pandas().to_dict("records") == result.rows
+
+
+def test_visualize_and_accentuate(tmp_path):
+    up = mti.visualize("curvenet", "bn2:19@center", canvas=[40, 40], run_dir=tmp_path / "v", **TINY)
+    assert up.record["kind"] == "visualize" and up.inversions is None
+    down = mti.visualize(
+        "curvenet", "bn2:19@center", negative=True, canvas=[40, 40], run_dir=tmp_path / "n", **TINY
+    )
+    assert down.record["kind"] == "visualize_neg"
+    acc = mti.accentuate(
+        "curvenet", up.images[0], "bn2:19@center", canvas=[40, 40], run_dir=tmp_path / "a", **TINY
+    )
+    assert acc.record["kind"] == "accentuate" and acc.images.shape == (1, 3, 40, 40)
+
+
+BAD = [
+    (lambda: mti.load_model(InplaceNet()), "input_size is required for an nn.Module (InplaceNet)"),
+    (lambda: mti.load_model("torchvision:resnet_18"), "unknown torchvision model 'resnet_18'"),
+    (lambda: mti.load_model("torchvision:resnet_18"), "'resnet18'"),
+    (lambda: mti.load_model("resnt18"), "unknown model 'resnt18'"),
+    (lambda: mti.search("curvenet", "layer9.conv:1", **TINY), "unknown layer 'layer9.conv'"),
+    (lambda: mti.attribute("curvenet", torch.rand(1, 3, 64, 64), "nope:1"), "unknown layer 'nope'"),
+    (lambda: mti.search("curvenet", "bn2:19", lrr=0.1), "unknown option 'lrr'"),
+    (lambda: mti.search("curvenet", "bn2:19", scale=0.5), "option 'scale' is ambiguous"),
+    (lambda: mti.search("curvenet", "bn2:19", lr=float("nan")), "search.lr=nan"),
+    (lambda: mti.search("curvenet", "bn2:19", kind="dream"), "kind 'dream'"),
+    (
+        lambda: mti.search("curvenet", "bn2:19", attribution_layer="bn3", **TINY),
+        "search.attribution_layer='bn3'",
+    ),
+]
+
+
+@pytest.mark.parametrize("call,message", BAD, ids=[b[1][:30] for b in BAD])
+def test_bad_arguments_are_one_clear_error(call, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MTIConfigError, match=re.escape(message)):
+        call()
+    assert not (tmp_path / "outputs").exists()  # nothing written before the error
+
+
+def test_pretrained_torchvision_weights_or_a_clear_error():
+    """Where the weights can be fetched they load with their normalisation; where they
+    cannot (no network), the error says so and how to load local weights."""
+    try:
+        lm = mti.load_model("torchvision:squeezenet1_1", pretrained=True)
+    except MTIConfigError as err:
+        assert "could not fetch pretrained weights for torchvision:squeezenet1_1" in str(err)
+        assert "checkpoint=PATH" in str(err)
+    else:
+        assert lm.trained and lm.input_size == (3, 224, 224) and lm.std == (0.229, 0.224, 0.225)
+
+
+def test_load_model_normalisation_and_freezing():
+    net = InplaceNet()
+    lm = mti.load_model(net, input_size=(3, 16, 16))
+    assert lm.mean == (0.485, 0.456, 0.406) and lm.source == "module:InplaceNet"
+    assert not net.training and not any(p.requires_grad for p in net.parameters())
+    custom = mti.load_model("torchvision:alexnet", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    assert custom.mean == (0.5, 0.5, 0.5) and custom.input_size == (3, 224, 224)
+    with pytest.raises(MTIConfigError, match="one value per input channel"):
+        mti.load_model(net, input_size=(3, 16, 16), mean=(0.5,))
+
+
+def test_compare_wraps_the_comparison(tmp_path):
+    rows = mti.compare(
+        ["curvenet"],
+        layers="bn2",
+        units=[19, 5],
+        n_images=8,
+        search_units=0,
+        logger="csv",
+        run_dir=tmp_path / "c",
+    )
+    assert sorted(r["unit"] for r in rows) == [5, 19] and {r["model"] for r in rows} == {"curvenet"}
+    assert (tmp_path / "c" / "config.yaml").is_file()
