@@ -58,7 +58,8 @@ class MTISearch(L.LightningModule):
     Each step also logs per-image curves of what it computed, mean over its draws (no extra
     forward or backward): ``activation/<unit>`` when the step reads the feature, and what the
     objective recorded (``e_plus``, ``e_minus``, ``tension``, ``tension_ratio`` of a tension
-    term, ``match`` of an inversion), as tensors that the loggers read only at their cadence.
+    term, ``match`` of an inversion), as tensors, on the steps the loggers write (every
+    ``trainer.log_every_n_steps``).
     ``unit_names`` label the images (default ``0``, ``1``, ...); only the first
     ``max_unit_curves`` images get curves (0: none), so a search of many units does not make
     thousands of panels.
@@ -170,10 +171,19 @@ class MTISearch(L.LightningModule):
         # so the loss goes to the bar only when one is shown; loggers get it as a tensor
         shown = self.trainer.progress_bar_callback is not None
         self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=shown)
-        curves = self.unit_curves(ev)
-        if curves:
-            self.log_dict(curves, on_step=True, on_epoch=False, prog_bar=False)
+        if self._logs_this_step():
+            curves = self.unit_curves(ev)
+            if curves:
+                self.log_dict(curves, on_step=True, on_epoch=False, prog_bar=False)
         return loss
+
+    def _logs_this_step(self) -> bool:
+        """Whether the loggers write this step: Lightning's rule, ``(step + 1)`` a multiple of
+        ``trainer.log_every_n_steps``. ``self.log`` costs milliseconds of Python per key, so
+        the per-unit curves are handed over only on those steps (the loggers would drop the
+        other steps' values anyway)."""
+        every = self.trainer.log_every_n_steps
+        return every > 0 and (self.global_step + 1) % every == 0
 
     def name_units(self, names: Sequence[str] | None, max_curves: int = 16) -> None:
         """Label the images (repeats told apart) and cap how many get per-step curves."""
