@@ -42,6 +42,7 @@ def test_structure_and_config() -> None:
         "mean": curvenet.MEAN,
         "std": curvenet.STD,
         "trained": False,
+        "attribution_layer": "pool1",
     }
     assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 8)
     assert not model.training
