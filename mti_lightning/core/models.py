@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mti_lightning.core.checkpoint_record import model_record
 from mti_lightning.core.errors import MTIConfigError, closest
 from mti_lightning.core.zoo import BUILTIN_MODELS, build_builtin
 
@@ -139,8 +140,12 @@ def load_model(
                 f"unknown model {name!r}: not a built-in ({', '.join(BUILTIN_MODELS)}) "
                 f"nor a timm model; closest names: {hints}"
             )
+        # a checkpoint made by `mti experiment=train` says how its network was built
+        record = model_record(checkpoint, name) if checkpoint is not None else {}
         try:
-            model = timm.create_model(name, pretrained=pretrained and checkpoint is None)
+            model = timm.create_model(
+                name, pretrained=pretrained and checkpoint is None, **record.get("kwargs", {})
+            )
         except Exception as err:  # timm raises many kinds when a download fails
             raise MTIConfigError(
                 f"could not fetch pretrained weights for {name!r} ({type(err).__name__}: {err}); "
@@ -150,6 +155,8 @@ def load_model(
         source = f"timm:{name}" + (":pretrained" if pretrained else ":random-init")
         data_cfg = timm.data.resolve_data_config({}, model=model)
         native_size, mean, std = data_cfg["input_size"], data_cfg["mean"], data_cfg["std"]
+        if record:
+            native_size, mean, std = record["input_size"], record["mean"], record["std"]
     if checkpoint is not None:
         _load_checkpoint(model, Path(checkpoint))
         trained, source = True, f"{source}:checkpoint:{checkpoint}"
