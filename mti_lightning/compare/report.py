@@ -98,13 +98,22 @@ def _never_note(rows: list[dict[str, Any]]) -> str:
     return "not drawn (never tense): " + "; ".join(parts)
 
 
+def drawable(
+    rows: list[dict[str, Any]], key: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows with a value of ``key``, split into those a log axis can draw (positive data and
+    ``key`` tension) and those to list instead (zero tension: never tense)."""
+    having = [r for r in rows if r[key] is not None]
+    drawn = [r for r in having if r["tension_max"] > 0 and r[key] > 0]
+    return drawn, [r for r in having if r not in drawn]
+
+
 def search_figure(path: Path, rows: list[dict[str, Any]], title: str) -> Path:
     """Largest data tension against search tension, one point per searched unit; units with
     zero tension in the data or the search are listed under the plot, not drawn."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 4.6))
-    searched = [r for r in rows if r["search_tension"] is not None]
-    drawn = [r for r in searched if r["tension_max"] > 0 and r["search_tension"] > 0]
+    drawn, zero = drawable(rows, "search_tension")
     for model in dict.fromkeys(r["model"] for r in drawn):
         pts = [r for r in drawn if r["model"] == model]
         ax.scatter(
@@ -117,7 +126,6 @@ def search_figure(path: Path, rows: list[dict[str, Any]], title: str) -> Path:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.legend(fontsize=7)
-    zero = [r for r in searched if r not in drawn]
     if zero:
         note = ", ".join(f"{r['model']} {r['unit']}" for r in zero)
         ax.text(
@@ -164,7 +172,7 @@ def report_figure(
     ax.set_ylabel("R2 of orientation tuning (every unit of the layer)")
     ax.set_title("orientation tuning", fontsize=9)
     ax = axes[1][0]
-    drawn = [r for r in rows if r["tension_max"] > 0]
+    drawn, _ = drawable(rows, "e_minus_mean")
     for n in names:
         pts = [r for r in drawn if r["model"] == n]
         if pts:
