@@ -206,9 +206,15 @@ def test_compare_end_to_end_curvenet_a_cnn_and_a_vit(tmp_path):
     assert table["columns"][:3] == ["model", "weights", "layer"] and len(table["data"]) == 9
 
 
-TINY_RECIPE = (
-    "{max_steps:3,train_size:128,val_size:32,test_size:32,epochs:1,batch_size:32,num_workers:0}"
-)
+TINY_RECIPE = {
+    "max_steps": 3,
+    "train_size": 128,
+    "val_size": 32,
+    "test_size": 32,
+    "epochs": 1,
+    "batch_size": 32,
+    "num_workers": 0,
+}
 
 
 @pytest.mark.slow

@@ -10,8 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 RECIPES: dict[str, dict[str, Any]] = {
-    # ResNet family: the default recipe as it stands
-    "resnet10t": {"model": "resnet10t"},
+    # a ResNet: the default recipe (8k images, one epoch, 64 steps of 128)
+    "resnet10t": {"model": "resnet10t", "lr": 0.003},
+    # a MobileNet (depthwise-separable convolutions, squeeze-excitation, hard-swish)
+    "mobilenetv3_small_050": {"model": "mobilenetv3_small_050", "lr": 0.004},
+    # attention: MobileViT, a conv stem and MobileNet blocks with transformer blocks between
+    "mobilevit_xxs": {"model": "mobilevit_xxs", "lr": 0.002},
 }
 
 # the architectures `mti experiment=compare` trains and compares with CurveNet by default
