@@ -188,3 +188,11 @@ def test_cache_entries_are_keyed_by_recipe(tmp_path):
     where = entry_dir(recipe, tmp_path)
     assert where.parent == tmp_path and where.name == f"test_resnet-{recipe_hash(recipe)}"
     assert cached_record(recipe, tmp_path) is None
+
+
+def test_curvenets_recipe_is_the_one_of_its_shipped_weights():
+    from mti_lightning.world.train_curvenet import DEFAULT_RECIPE, general_recipe
+
+    recipe = resolve_recipe(recipe_for("curvenet"))
+    assert recipe == resolve_recipe(general_recipe(DEFAULT_RECIPE))
+    assert recipe["train_size"] == 40960 and recipe["epochs"] == 8
