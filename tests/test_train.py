@@ -169,6 +169,7 @@ def test_cli_trains_a_tiny_timm_model_that_loads_into_attribution_and_search(tmp
     assert searched["steps_run"] == 2 and len(searched["images"]) == 4
 
 
+@pytest.mark.slow
 def test_cli_bad_training_input_is_one_line(tmp_path):
     out = subprocess.run(
         [MTI, "experiment=train", "model.name=resnet_nope", "logger=csv", "hydra.run.dir=r"],
