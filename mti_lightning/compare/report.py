@@ -213,10 +213,12 @@ def report_markdown(cfg: dict[str, Any], header: str, findings: str, table: str)
         [
             "# Architecture comparison on the curves world",
             "",
-            "Regenerate (trains the models or reuses them from the trained cache):",
+            "Regenerate (trains the timm models, or reuses them from the trained cache; the",
+            "other options at their defaults in conf/experiment/compare.yaml):",
             "",
             "```bash",
-            f"mti experiment=compare compare.report_to={c.get('report_to') or 'docs'}",
+            f"mti experiment=compare 'models=[{','.join(cfg['models'])}]' "
+            f"compare.report_to={c.get('report_to') or 'docs'}",
             "```",
             "",
             "```text",

@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 RECIPES: dict[str, dict[str, Any]] = {
-    # a ResNet: the default recipe (8k images, one epoch, 64 steps of 128)
-    "resnet10t": {"model": "resnet10t", "lr": 0.003},
+    # a ResNet: the default recipe (AdamW lr 2e-3, one epoch of 12k images, batch 128), the
+    # one issue 15 measured at 97.4% held-out in 150 s on 2 cores
+    "resnet10t": {"model": "resnet10t"},
     # a MobileNet (depthwise-separable convolutions, squeeze-excitation, hard-swish)
     "mobilenetv3_small_050": {"model": "mobilenetv3_small_050", "lr": 0.004},
     # attention: MobileViT, a conv stem and MobileNet blocks with transformer blocks between
-    "mobilevit_xxs": {"model": "mobilevit_xxs", "lr": 0.002},
+    "mobilevit_xxs": {"model": "mobilevit_xxs"},
 }
 
 # the architectures `mti experiment=compare` trains and compares with CurveNet by default

@@ -44,7 +44,7 @@ DEFAULT_RECIPE: dict[str, Any] = {
     "train_seed": 1000,
     "val_seed": 2000,
     "test_seed": 3000,
-    "train_size": 8192,
+    "train_size": 12288,
     "val_size": 512,
     "test_size": 1024,
     "two_arc_fraction": 0.0,
