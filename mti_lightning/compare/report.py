@@ -209,6 +209,7 @@ def report_figure(
 def report_markdown(cfg: dict[str, Any], header: str, findings: str, table: str) -> str:
     """``compare_report.md``: how to regenerate it, the findings, the figure, the table."""
     c = cfg["compare"]
+    models = [cfg["models"]] if isinstance(cfg["models"], str) else list(cfg["models"])
     return "\n".join(
         [
             "# Architecture comparison on the curves world",
@@ -217,7 +218,7 @@ def report_markdown(cfg: dict[str, Any], header: str, findings: str, table: str)
             "other options at their defaults in conf/experiment/compare.yaml):",
             "",
             "```bash",
-            f"mti experiment=compare 'models=[{','.join(cfg['models'])}]' "
+            f"mti experiment=compare 'models=[{','.join(models)}]' "
             f"compare.report_to={c.get('report_to') or 'docs'}",
             "```",
             "",
