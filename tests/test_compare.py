@@ -246,6 +246,7 @@ def test_compare_trains_two_tiny_models_and_writes_the_report(tmp_path):
     assert re.search(r"- test_resnet layer2\.0\.act2:in: \d+ of 48 units tuned", text)
     assert re.search(r"- test_vit blocks\.2: \d+ of 64 units tuned", text)
     assert re.search(r"- test_vit: [\d.]+% held-out accuracy, trained in \d+ s", text)
+    assert "UNDERTRAINED (below 90%)" in text  # three steps do not learn the task
     for name in ("compare_report.md", "compare_report.png"):
         assert (docs / name).read_bytes() == (tmp_path / "run" / name).read_bytes()
     for name in ("test_resnet", "test_vit"):

@@ -18,6 +18,7 @@ from mti_lightning.compare.plan import Plan
 from mti_lightning.compare.tuning import TUNED_R2, Tuning
 
 OFFSETS_DEG = (0.0, 22.5, 45.0, 67.5, 90.0)
+LEARNED_ACCURACY = 0.9  # held-out accuracy below which a trained network is flagged
 
 
 def summarize(
@@ -88,11 +89,17 @@ def training_line(s: dict[str, Any]) -> str | None:
     if s["accuracy"] is None:
         return None
     load = s["load_average"]
-    return (
+    line = (
         f"{s['model']}: {100 * s['accuracy']:.1f}% held-out accuracy, trained in "
         f"{s['train_seconds']:.0f} s"
         + (f" (load average {load[0]:.1f} at the end)" if load else "")
     )
+    if s["accuracy"] < LEARNED_ACCURACY:
+        line += (
+            f"; UNDERTRAINED (below {100 * LEARNED_ACCURACY:.0f}%): its units describe a network "
+            "that has not learned the task; give it more steps (compare.recipes)"
+        )
+    return line
 
 
 def findings_text(summaries: list[dict[str, Any]]) -> str:
