@@ -149,7 +149,9 @@ class ClassifierModule(L.LightningModule):
         loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
         acc(logits, labels)
         on_step = split == "train"
-        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        self.log(
+            f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=True
+        )
         self.log(f"{split}/acc", acc, on_step=on_step, on_epoch=True, prog_bar=True)
         return loss
 
