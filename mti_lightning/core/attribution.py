@@ -18,6 +18,12 @@ from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.probes import capture
 
 
+def tension_ratio(e_plus: torch.Tensor, e_minus: torch.Tensor) -> torch.Tensor:
+    """``min(E+, E-) / max(E+, E-)`` in [0, 1], elementwise; 0 where both are zero."""
+    lo, hi = torch.minimum(e_plus, e_minus), torch.maximum(e_plus, e_minus)
+    return torch.where(hi > 0, lo / hi.clamp_min(1e-30), torch.zeros_like(hi))
+
+
 @dataclass
 class Energies:
     """Per-image excitation/inhibition energies of an attribution map, each of shape (B,)."""
@@ -34,8 +40,7 @@ class Energies:
     @property
     def ratio(self) -> torch.Tensor:
         """``min/max`` in [0, 1]; 0 where the map is all zero."""
-        hi = torch.maximum(self.e_plus, self.e_minus)
-        return torch.where(hi > 0, self.tension / hi.clamp_min(1e-30), torch.zeros_like(hi))
+        return tension_ratio(self.e_plus, self.e_minus)
 
     def as_dict(self) -> dict[str, torch.Tensor]:
         return {

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mti_lightning.core.attribution import attribution_from
+from mti_lightning.core.attribution import attribution_from, tension_ratio
 from mti_lightning.core.errors import MTIConfigError
 
 
@@ -213,13 +213,11 @@ def smooth_min(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Te
 
 def _record_energies(ev: Evaluation, e_plus: torch.Tensor, e_minus: torch.Tensor) -> None:
     """Per-image means over the draws of the energies, tension and tension ratio."""
-    lo, hi = torch.minimum(e_plus, e_minus), torch.maximum(e_plus, e_minus)
-    ratio = torch.where(hi > 0, lo / hi.clamp_min(1e-30), torch.zeros_like(hi))
     ev.record.update(
         e_plus=e_plus.mean(1),
         e_minus=e_minus.mean(1),
-        tension=lo.mean(1),
-        tension_ratio=ratio.mean(1),
+        tension=torch.minimum(e_plus, e_minus).mean(1),
+        tension_ratio=tension_ratio(e_plus, e_minus).mean(1),
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
+from mti_lightning.core.attribution import tension_ratio
+
 
 class FeatureEnergies(Metric):
     """Mean activation, ``E+``, ``E-``, tension and tension ratio of each of K images.
@@ -26,13 +28,11 @@ class FeatureEnergies(Metric):
         a, p, m = (
             t.detach().float().reshape(t.shape[0], -1) for t in (activation, e_plus, e_minus)
         )
-        lo, hi = torch.minimum(p, m), torch.maximum(p, m)
-        ratio = torch.where(hi > 0, lo / hi.clamp_min(1e-30), torch.zeros_like(hi))
         self.activation += a.sum(1)
         self.e_plus += p.sum(1)
         self.e_minus += m.sum(1)
-        self.tension += lo.sum(1)
-        self.tension_ratio += ratio.sum(1)
+        self.tension += torch.minimum(p, m).sum(1)
+        self.tension_ratio += tension_ratio(p, m).sum(1)
         self.count += a.shape[1]
 
     def compute(self) -> dict[str, torch.Tensor]:
