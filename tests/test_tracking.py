@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,9 @@ def test_outputs_are_a_versioned_artifact_and_curve_charts_are_logged(wandb_run)
     assert "inversions/minus_001.png" in files and "transparency/image_000.png" in files
     metadata = json.loads(outputs.metadata)
     assert metadata["summary/n_units"] == 2 and metadata["layer"] == "bn2"
-    charts = {a.name.split("-", 2)[2].rsplit("-", 1)[0] for a in artifacts if a.type == "run_table"}
+    # Table artifacts are named run-ID-KEY_table-DIGEST; the base64 digest may hold "-".
+    keys = {re.match(r"run-[a-z0-9]+-(.+?_table)", a.name) for a in artifacts}
+    charts = {m.group(1) for m in keys if m}
     assert {f"curves{q}_table" for q in QUANTITIES} <= charts
 
 
