@@ -39,6 +39,8 @@ TINY_COMPARE = [
     "callbacks.transparency=false",
     "callbacks.snapshot_steps=[]",
     "checkpoint.every_n_steps=1000",
+    "compare.tuning_images=64",
+    "compare.train=false",  # random init unless a test trains (test_compare_trains_...)
 ]
 
 
@@ -217,4 +219,83 @@ def test_compare_end_to_end_curvenet_a_cnn_and_a_vit(tmp_path):
         assert (row[-1] is not None and row[-1]["_type"] == "image-file") == searched
     (report,) = [a for a in artifacts if a.type == "comparison"]
     names = {c.path for c in report.manifest.contents}
-    assert {"compare.csv", "compare.txt", "tension_by_model.png"} <= names
+    assert {"compare.csv", "compare.txt", "compare_report.md", "tension_by_model.png"} <= names
+
+
+TINY_RECIPE = {
+    "max_steps": 3,
+    "train_size": 128,
+    "val_size": 32,
+    "test_size": 32,
+    "epochs": 1,
+    "batch_size": 32,
+    "num_workers": 0,
+}
+
+
+@pytest.mark.slow
+def test_compare_trains_two_tiny_models_and_writes_the_report(tmp_path):
+    """Offline: both timm models are trained on the curves world (into the cache), marked
+    trained, and the findings report is written and copied to compare.report_to."""
+    from mti_lightning.compare.run import run_compare
+    from mti_lightning.world.recipes import recipe_for
+    from mti_lightning.world.train_cache import cached_record
+
+    tiny = "{" + ",".join(f"{k}:{v}" for k, v in TINY_RECIPE.items()) + "}"
+    recipes = f"compare.recipes={{test_resnet:{tiny},test_vit:{tiny}}}"
+    cache, docs = tmp_path / "cache", tmp_path / "docs"
+    overrides = [
+        *TINY_COMPARE,
+        "models=[test_resnet,test_vit]",
+        "logger=csv",
+        "compare.train=true",
+        recipes,
+        f"compare.cache_dir={cache}",
+        f"compare.report_to={docs}",
+    ]
+    rows = run_compare(_compose(overrides), tmp_path / "run")
+    assert [r["model"] for r in rows] == ["test_resnet"] * 3 + ["test_vit"] * 3
+    assert all(r["weights"].startswith("trained on curves") for r in rows)
+    for r in rows:
+        assert 0 <= r["r2"] <= 1 and 0 <= r["inhibition_offset_deg"] <= 90
+    text = (tmp_path / "run" / "compare.txt").read_text()
+    assert "UNTRAINED" not in text
+    assert re.search(r"- test_resnet layer2\.0\.act2:in: \d+ of 48 units tuned", text)
+    assert re.search(r"- test_vit blocks\.2: \d+ of 64 units tuned", text)
+    assert re.search(r"- test_vit: [\d.]+% held-out accuracy, trained in \d+ s", text)
+    assert "UNDERTRAINED (below 90%)" in text  # three steps do not learn the task
+    for name in ("compare_report.md", "compare_report.png"):
+        assert (docs / name).read_bytes() == (tmp_path / "run" / name).read_bytes()
+    for name in ("test_resnet", "test_vit"):
+        recipe = recipe_for(name, TINY_RECIPE)
+        record = cached_record(recipe, cache)
+        assert record is not None and record["result"]["steps"] == 3
+
+
+def test_never_tense_units_are_listed_not_drawn(tmp_path):
+    from mti_lightning.compare.findings import finding_line
+    from mti_lightning.compare.report import drawable, search_figure
+
+    def row(unit: int, t_max: float, searched: float | None) -> dict:
+        return {"model": "m", "unit": unit, "tension_max": t_max, "search_tension": searched}
+
+    rows = [row(0, 0.0, 0.0), row(1, 0.5, 0.7), row(2, 0.0, None), row(3, 0.2, 0.0)]
+    drawn, listed = drawable(rows, "search_tension")
+    assert [r["unit"] for r in drawn] == [1]
+    assert [r["unit"] for r in listed] == [0, 3]
+    assert search_figure(tmp_path / "s.png", rows, "t").stat().st_size > 0
+    summary = {
+        "model": "m",
+        "layer": "l",
+        "tuned": 0,
+        "channels": 4,
+        "offsets": {},
+        "measured": 4,
+        "e_plus": 1.0,
+        "e_minus": 0.0,
+        "tension": 0.0,
+        "ratio": 0.0,
+        "never_tense": [0, 2],
+        "searched": 0,
+    }
+    assert "2 never tense (units 0, 2)" in finding_line(summary)

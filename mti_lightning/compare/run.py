@@ -8,12 +8,17 @@ comparison table and its figures. Stages, each resumable in the run directory:
 
 1. plan: every model, layer, attribution layer and unit is checked (clear errors before any
    long work); pretrained weights that cannot be fetched fall back to random init, noted;
+   then timm models without weights are trained on the curves world, or reused from the
+   trained cache (``compare.train``, ``compare.cache_dir``; compare/trained.py);
 2. images: synthetic curve images written to ``images/`` (or a user folder), resized to each
    model's input;
 3. data pass: ``data/<model>.safetensors`` (``(units, images)`` tensors) and its ``.json``;
 4. MTI search: ``searches/<model>/`` (a full search run directory);
-5. report: ``compare.csv``, ``compare.txt``, ``tension_by_model.png``, ``data_vs_search.png``
-   and, with ``logger=wandb``, a W&B table.
+5. report: ``compare.csv``, ``compare.txt``, ``compare_report.md`` and ``.png`` (the findings
+   per architecture: orientation tuning of every unit of the layer on single-arc curve
+   images, where the strongest inhibition lies, never-tense units, search over data),
+   ``tension_by_model.png``, ``data_vs_search.png`` and, with ``logger=wandb``, a W&B table;
+   ``compare.report_to=DIR`` copies the report there (``docs/``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import torch
 
 from mti_lightning.compare.plan import Plan
 from mti_lightning.compare.report import write_report
+from mti_lightning.compare.trained import recipes_to_train, train_models
+from mti_lightning.compare.tuning import Tuning, tuning_images, unit_tuning
 from mti_lightning.core.attribution import attribute
 from mti_lightning.core.errors import MTIConfigError, closest
 from mti_lightning.core.features import FeatureSpec, Readout
@@ -41,6 +48,7 @@ from mti_lightning.search.layer_choice import (
     position_for,
     survey,
 )
+from mti_lightning.world.curves import NUM_CLASSES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 MEASURES = ("activation", "e_plus", "e_minus", "tension", "tension_ratio")
@@ -133,13 +141,23 @@ def _load(name: str, m: dict[str, Any], checkpoint: str | None, seed: int):
     return lm, note, cfg
 
 
-def plan_model(name: str, cfg: dict[str, Any], models: Sequence[str]) -> Plan:
-    """Load model ``name`` and check its layer, attribution layer, position and units."""
+def plan_model(
+    name: str,
+    cfg: dict[str, Any],
+    models: Sequence[str],
+    checkpoint: str | None = None,
+    note: str = "",
+) -> Plan:
+    """Load model ``name`` and check its layer, attribution layer, position and units.
+
+    ``checkpoint`` (weights trained for the comparison) overrides ``compare.checkpoints``;
+    ``note`` replaces the loading note.
+    """
     c = cfg["compare"]
     spec = layer_spec(cfg["layers"], name, models)
-    lm, note, model_cfg = _load(
-        name, cfg["model"], (c.get("checkpoints") or {}).get(name), cfg["seed"]
-    )
+    checkpoint = checkpoint or (c.get("checkpoints") or {}).get(name)
+    lm, loaded_note, model_cfg = _load(name, cfg["model"], checkpoint, cfg["seed"])
+    note = note or loaded_note
     s = survey(lm.model, lm.input_size)
     if isinstance(spec, float):
         layer = layer_at_depth(s, spec, name)
@@ -278,9 +296,14 @@ def _search(plan: Plan, cfg: dict[str, Any], run_dir: Path) -> dict[int, dict[st
 
 
 def unit_rows(
-    plan: Plan, values: dict[str, torch.Tensor], names: list[str], found: dict[int, dict]
+    plan: Plan,
+    values: dict[str, torch.Tensor],
+    names: list[str],
+    found: dict[int, dict],
+    tuning: Tuning,
 ) -> list[dict[str, Any]]:
-    """One comparison row per unit: activation statistics, data tension, search tension."""
+    """One comparison row per unit: orientation tuning, activation statistics, data tension,
+    search tension."""
     rows = []
     for k, unit in enumerate(plan.units):
         act, t, ratio = values["activation"][k], values["tension"][k], values["tension_ratio"][k]
@@ -294,6 +317,11 @@ def unit_rows(
                 "layer": plan.layer,
                 "attribution_layer": plan.attribution_layer,
                 "unit": unit,
+                "r2": float(tuning.r2[unit]),
+                "tuned": bool(tuning.tuned[unit]),
+                "preferred_deg": float(tuning.preferred_deg[unit]),
+                "inhibition_deg": float(tuning.inhibition_deg[unit]),
+                "inhibition_offset_deg": float(tuning.offset_deg[unit]),
                 "n_images": len(names),
                 "act_mean": float(act.mean()),
                 "act_std": float(act.std()) if len(act) > 1 else 0.0,
@@ -338,21 +366,36 @@ def run_compare(cfg: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
             raise MTIConfigError(f"compare.{key}={c[key]}; need at least 1")
     if int(c["search_units"]) < 0:
         raise MTIConfigError(f"compare.search_units={c['search_units']}; need 0 or more")
+    if int(c["tuning_images"]) < NUM_CLASSES:
+        raise MTIConfigError(
+            f"compare.tuning_images={c['tuning_images']}; need at least {NUM_CLASSES} "
+            "(one per orientation), e.g. 1200"
+        )
+    recipes = recipes_to_train(cfg, models)
     plans = [plan_model(name, cfg, models) for name in models]
+    records = train_models(cfg, recipes, run_dir)
+    for i, name in enumerate(models):
+        if name in records:
+            weights, note, _ = records[name]
+            plans[i] = plan_model(name, cfg, models, checkpoint=str(weights), note=note)
     files, folder, images_line = image_files(cfg, run_dir)
+    t_images, t_labels = tuning_images(int(c["tuning_images"]), int(c["tuning_seed"]))
     device = _device(cfg["trainer"])
-    rows, data, skipped = [], {}, 0
+    rows, data, tunings, skipped = [], {}, {}, 0
     for plan in plans:
         images, kept = load_images(files, plan.lm.input_size[1:])
         names = [str(p.relative_to(folder)) for p in kept]
         plan.lm.to(device)
         values = _measured(plan, images.to(device), names, run_dir, int(c["batch_size"]))
+        tunings[plan.name] = unit_tuning(plan, t_images, t_labels)
         plan.lm.to("cpu")
         data[plan.name] = values
-        rows += unit_rows(plan, values, names, _search(plan, cfg, run_dir))
+        found = _search(plan, cfg, run_dir)
+        rows += unit_rows(plan, values, names, found, tunings[plan.name])
         skipped = len(files) - len(kept)
     header = _header(cfg, plans, rows, images_line, skipped)
-    write_report(cfg, run_dir, header, plans, rows, data, image_root=folder)
+    training = {name: record for name, (_, _, record) in records.items()}
+    write_report(cfg, run_dir, header, plans, rows, data, tunings, training, image_root=folder)
     return rows
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mti_lightning.core.checkpoint_record import model_record
 from mti_lightning.core.errors import MTIConfigError, closest
 from mti_lightning.core.zoo import BUILTIN_MODELS, build_builtin
 
@@ -119,7 +120,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TORCHVISION_PREFIX = "torchvision:"
 
 
-def _torchvision(name: str, pretrained: bool) -> tuple[nn.Module, tuple, tuple, tuple, str]:
+def _torchvision(
+    name: str, pretrained: bool, kwargs: dict[str, Any]
+) -> tuple[nn.Module, tuple, tuple, tuple, str]:
     """A torchvision model by name, its input size and normalisation (from its default
     weights' transforms, which are known without downloading anything)."""
     from torchvision import models as tv
@@ -144,7 +147,7 @@ def _torchvision(name: str, pretrained: bool) -> tuple[nn.Module, tuple, tuple, 
         size = (3, int(side), int(side))
         mean, std = tuple(getattr(preset, "mean", mean)), tuple(getattr(preset, "std", std))
     try:
-        model = tv.get_model(name, weights=weights if pretrained else None)
+        model = tv.get_model(name, weights=weights if pretrained else None, **kwargs)
     except Exception as err:  # download errors come in many kinds (URLError, OSError, ...)
         raise MTIConfigError(
             f"could not fetch pretrained weights for torchvision:{name} ({type(err).__name__}: "
@@ -154,7 +157,9 @@ def _torchvision(name: str, pretrained: bool) -> tuple[nn.Module, tuple, tuple, 
     return model, size, mean, std, f"torchvision:{name}:{tag}"
 
 
-def _timm(name: str, pretrained: bool) -> tuple[nn.Module, tuple, tuple, tuple, str]:
+def _timm(
+    name: str, pretrained: bool, kwargs: dict[str, Any]
+) -> tuple[nn.Module, tuple, tuple, tuple, str]:
     """A timm model by name and the input config timm records for it."""
     import timm
 
@@ -165,7 +170,7 @@ def _timm(name: str, pretrained: bool) -> tuple[nn.Module, tuple, tuple, tuple, 
             f"not torchvision:NAME, nor a timm model; closest names: {hints}"
         )
     try:
-        model = timm.create_model(name, pretrained=pretrained)
+        model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as err:  # timm raises many kinds when a download fails
         raise MTIConfigError(
             f"could not fetch pretrained weights for {name!r} ({type(err).__name__}: {err}); "
@@ -232,11 +237,18 @@ def load_model(
     else:
         wanted = pretrained and checkpoint is None
         label = name
+        # a checkpoint made by `mti experiment=train` records how its network was built
+        record = model_record(checkpoint, name) if checkpoint is not None else {}
+        kwargs = record.get("kwargs", {})
         if name.startswith(TORCHVISION_PREFIX):
-            loaded = _torchvision(name[len(TORCHVISION_PREFIX) :], wanted)
+            loaded = _torchvision(name[len(TORCHVISION_PREFIX) :], wanted, kwargs)
         else:
-            loaded = _timm(name, wanted)
+            loaded = _timm(name, wanted, kwargs)
         model, native_size, native_mean, native_std, source = loaded
+        if record:
+            native_size, native_mean, native_std = (
+                record[k] for k in ("input_size", "mean", "std")
+            )
         trained = wanted
     if checkpoint is not None:
         _load_checkpoint(model, Path(checkpoint))

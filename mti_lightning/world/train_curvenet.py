@@ -1,34 +1,29 @@
 """Train CurveNet on synthetic curve images and write its weights (the shipped ones included).
 
 ``python -m mti_lightning.world.train_curvenet --out PATH [--recipe YAML]`` trains per the recipe
-(default: the one that made the shipped weights), writes the weights to PATH as safetensors and
-the recipe with its measured results to PATH with a ``.yaml`` suffix.
+(default: the one that made the shipped weights) through the common training path
+(:mod:`mti_lightning.world.train`, as ``mti experiment=train model.name=curvenet``), writes the
+weights to PATH as safetensors and the recipe with its measured results to PATH with a
+``.yaml`` suffix.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
-import time
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
-import torch.nn.functional as F
 import yaml
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
-from safetensors.torch import save_file
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
-from torchmetrics.classification import MulticlassAccuracy
+from torch.utils.data import Dataset
 
-from mti_lightning.core.io import atomic_write
 from mti_lightning.core.zoo.curvenet import MEAN, NUM_CLASSES, STD, WEIGHTS_PATH, CurveNet
-from mti_lightning.world.curve_datamodule import CurveDataModule
-from mti_lightning.world.curve_dataset import CurveDataset, RenderedCurveDataset
+from mti_lightning.world import train
 from mti_lightning.world.curves import CurveConfig
+from mti_lightning.world.train import ClassifierModule
+from mti_lightning.world.train import sha256_file as sha256_file  # the weights' checksum
 
 SHIPPED_RECIPE = WEIGHTS_PATH.with_suffix(".yaml")
 
@@ -62,64 +57,18 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (images - mean) / std
 
 
-class CurveNetModule(L.LightningModule):
-    """CurveNet with cross-entropy, AdamW and a one-cycle learning-rate schedule."""
+class CurveNetModule(ClassifierModule):
+    """CurveNet in the common classifier module (cross-entropy, AdamW, one-cycle)."""
 
     def __init__(self, lr: float = 0.008, weight_decay: float = 0.0005) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.model = CurveNet()
-        self.train_acc = MulticlassAccuracy(num_classes=NUM_CLASSES, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes=NUM_CLASSES, average="micro")
-
-    def on_fit_start(self) -> None:
-        """Channels-last layout: about 1.5x faster convolutions on CPU, same weights."""
-        self.model.to(memory_format=torch.channels_last)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for images in [0, 1] (normalisation included)."""
-        return self.model(normalize(images).contiguous(memory_format=torch.channels_last))
-
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str, acc: nn.Module):
-        images, labels = batch
-        logits = self(images)
-        loss = F.cross_entropy(logits, labels)
-        acc(logits, labels)
-        on_step = split == "train"
-        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
-        self.log(f"{split}/acc", acc, on_step=on_step, on_epoch=True, prog_bar=True)
-        return loss
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
-        """Cross-entropy loss of one batch; logs train/loss and train/acc."""
-        return self._step(batch, "train", self.train_acc)
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        """Logs val/loss and val/acc."""
-        self._step(batch, "val", self.val_acc)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW with a per-step one-cycle schedule over the whole run."""
-        opt = torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
-        )
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=self.hparams.lr, total_steps=self.trainer.estimated_stepping_batches
-        )
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        super().__init__(CurveNet(), MEAN, STD, NUM_CLASSES, lr=lr, weight_decay=weight_decay)
 
 
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, dataset: Dataset, batch_size: int = 256) -> float:
-    """Top-1 accuracy of a CurveNet (taking normalised input) on ``(image, label)`` items."""
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    for images, labels in DataLoader(dataset, batch_size=batch_size):
-        correct += int((model(normalize(images)).argmax(1) == labels).sum())
-        total += len(labels)
-    model.train(was_training)
-    return correct / total
+    """Top-1 accuracy of a bare CurveNet (taking normalised input) on ``(image, label)`` items."""
+    module = ClassifierModule(model, MEAN, STD, NUM_CLASSES)
+    return train.evaluate_accuracy(module, dataset, batch_size)
 
 
 def resolve_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
@@ -134,30 +83,23 @@ def resolve_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
             f"recipe mean/std {full['mean']}/{full['std']} differ from CurveNet's input "
             f"normalisation {MEAN}/{STD} (mti_lightning.core.zoo.curvenet)"
         )
-    if len({full["train_seed"], full["val_seed"], full["test_seed"]}) < 3:
-        raise ValueError("train_seed, val_seed and test_seed must all differ")
-    for key in ("train_size", "val_size", "test_size", "epochs", "batch_size", "num_threads"):
-        if full[key] <= 0:
-            raise ValueError(f"recipe {key} must be positive, got {full[key]}")
+    train.resolve_recipe(general_recipe(full))
     return full
 
 
+def general_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The CurveNet recipe as a recipe of the common training path (:mod:`world.train`)."""
+    kept = {k: v for k, v in recipe.items() if k not in ("mean", "std")}
+    return {**kept, "model": "curvenet", "warmup": 0.3, "label_smoothing": 0.0}
+
+
 def load_recipe(path: str | Path) -> dict[str, Any]:
-    """The ``recipe`` section of a recipe YAML (as written by :func:`main`)."""
+    """The ``recipe`` section of a recipe YAML (as written by :func:`train_curvenet`)."""
     with open(path) as f:
         data = yaml.safe_load(f)
     if not isinstance(data, dict) or not isinstance(data.get("recipe"), dict):
         raise ValueError(f"{path} has no 'recipe' mapping")
     return data["recipe"]
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _make_logger(logger: str, log_dir: Path) -> Logger | bool:
@@ -176,63 +118,25 @@ def train_curvenet(
     logger: str = "csv",
     log_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Train CurveNet per ``recipe``, write its weights to ``out_path``, return the results.
+    """Train CurveNet per ``recipe`` (the common training path), write its weights to
+    ``out_path`` and its record beside them (``.yaml``), return the results.
 
     Results: ``held_out_accuracy`` (single-arc images of ``test_seed``), ``val_accuracy``,
     ``train_seconds`` (rendering plus fitting), ``sha256`` and ``size_bytes`` of the weights.
     """
     full = resolve_recipe(recipe)
-    out_path = Path(out_path)
     log_dir = Path(log_dir) if log_dir is not None else Path("outputs") / "train_curvenet"
     lightning_logger = _make_logger(logger, log_dir)
-    config = CurveConfig.from_dict(full["config"])
-    torch.set_num_threads(full["num_threads"])
-    L.seed_everything(full["seed"], workers=True)
-
-    start = time.perf_counter()
-    data = CurveDataModule(
-        train_size=full["train_size"],
-        val_size=full["val_size"],
-        train_seed=full["train_seed"],
-        val_seed=full["val_seed"],
-        config=config,
-        two_arc_fraction=full["two_arc_fraction"],
-        batch_size=full["batch_size"],
-        num_workers=full["num_workers"],
-    )
-    module = CurveNetModule(lr=full["lr"], weight_decay=full["weight_decay"])
-    trainer = L.Trainer(
-        max_epochs=full["epochs"],
-        accelerator="cpu",
+    record = train.train_model(
+        general_recipe(full),
+        out_path,
         logger=lightning_logger,
-        enable_checkpointing=False,
-        deterministic=True,
-        log_every_n_steps=min(50, max(1, full["train_size"] // full["batch_size"])),
+        work_dir=log_dir,
+        recipe_for_record=full,
     )
-    trainer.fit(module, datamodule=data)
-    train_seconds = time.perf_counter() - start
-
-    model = module.model.eval()
-    test_set = RenderedCurveDataset(
-        CurveDataset(full["test_size"], full["test_seed"], config), full["num_workers"]
-    )
-    results = {
-        "held_out_accuracy": evaluate_accuracy(model, test_set),
-        "val_accuracy": float(trainer.callback_metrics["val/acc"]),
-        "train_seconds": round(train_seconds, 1),
-    }
-    if lightning_logger:
-        lightning_logger.log_metrics(
-            {"test/acc": results["held_out_accuracy"]}, step=trainer.global_step
-        )
-        lightning_logger.save()
-        if isinstance(lightning_logger, WandbLogger):
-            lightning_logger.experiment.finish()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(out_path, lambda tmp: save_file(state, tmp))
-    results.update(sha256=sha256_file(out_path), size_bytes=out_path.stat().st_size)
-    return results
+    if isinstance(lightning_logger, WandbLogger):
+        lightning_logger.experiment.finish()
+    return record["result"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -248,15 +152,6 @@ def main(argv: list[str] | None = None) -> None:
 
     recipe = resolve_recipe(load_recipe(args.recipe))
     results = train_curvenet(recipe, args.out, logger=args.logger, log_dir=args.log_dir)
-    results["torch"] = str(torch.__version__)
-    results["cpu_cores"] = (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    )
-    record = {"recipe": recipe, "result": results}
-    atomic_write(
-        args.out.with_suffix(".yaml"),
-        lambda tmp: tmp.write_text(yaml.safe_dump(record, sort_keys=False)),
-    )
     print(yaml.safe_dump(results, sort_keys=False))
 
 

@@ -1,0 +1,120 @@
+"""Untrained networks of any family, built for a classification task at a given image size.
+
+``curvenet`` (the built-in), any timm model by name, and ``torchvision:NAME``. timm models that
+fix their input size at construction (ViT, LeViT, ...) are rebuilt with ``img_size`` set to
+the task's size when they do not run at it as built; every constructor argument used is kept
+(``kwargs``) so that ``load_model(name, checkpoint=...)`` builds the same network again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from mti_lightning.core.errors import MTIConfigError, closest
+from mti_lightning.core.zoo import BUILTIN_MODELS
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TORCHVISION = "torchvision:"
+
+
+@dataclass
+class Network:
+    """A trainable network, the constructor arguments that rebuild it, and its input."""
+
+    name: str
+    model: nn.Module
+    kwargs: dict[str, Any]
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def record(self) -> dict[str, Any]:
+        """The ``model`` section of a checkpoint record (see core/checkpoint_record.py)."""
+        return {
+            "name": self.name,
+            "kwargs": dict(self.kwargs),
+            "input_size": list(self.input_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+
+def check_model_name(name: str) -> None:
+    """A clear error unless ``name`` is a built-in, a timm model or ``torchvision:NAME``."""
+    import timm
+
+    if name in BUILTIN_MODELS or timm.is_model(name):
+        return
+    if name.startswith(TORCHVISION):
+        import torchvision
+
+        known = torchvision.models.list_models()
+        if name[len(TORCHVISION) :] in known:
+            return
+        hints = closest(name[len(TORCHVISION) :], known)
+        raise MTIConfigError(f"unknown torchvision model {name!r}; closest: {hints}")
+    hints = closest(name, [*BUILTIN_MODELS, *timm.list_models()])
+    raise MTIConfigError(
+        f"unknown model {name!r}: not a built-in ({', '.join(BUILTIN_MODELS)}), a timm model "
+        f"or torchvision:NAME; closest names: {hints}"
+    )
+
+
+def _runs_at(model: nn.Module, size: int) -> bool:
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size))
+    except (AssertionError, RuntimeError, ValueError):
+        return False
+    finally:
+        model.train()
+    return True
+
+
+def _timm(name: str, num_classes: int, size: int, kwargs: dict[str, Any]) -> Network:
+    import timm
+
+    full = {"num_classes": num_classes, **kwargs}
+    try:
+        model = timm.create_model(name, pretrained=False, **full)
+        if "img_size" not in full and not _runs_at(model, size):
+            full["img_size"] = size
+            model = timm.create_model(name, pretrained=False, **full)
+    except TypeError as err:
+        raise MTIConfigError(f"model {name}: bad constructor arguments {kwargs} ({err})") from err
+    if not _runs_at(model, size):
+        raise MTIConfigError(
+            f"model {name} does not run on {size}x{size} images even with img_size={size}; "
+            "give constructor arguments in train.kwargs (e.g. patch_size) or another image_size"
+        )
+    data = timm.data.resolve_data_config({}, model=model)
+    return Network(name, model, full, (3, size, size), tuple(data["mean"]), tuple(data["std"]))
+
+
+def build_network(
+    name: str, num_classes: int, size: int, kwargs: dict[str, Any] | None = None
+) -> Network:
+    """An untrained ``name`` with ``num_classes`` outputs that runs on ``size``-pixel images."""
+    check_model_name(name)
+    kwargs = dict(kwargs or {})
+    if name == "curvenet":
+        from mti_lightning.core.zoo.curvenet import MEAN, STD, CurveNet
+
+        if kwargs:
+            raise MTIConfigError(f"curvenet takes no constructor arguments, got {kwargs}")
+        return Network(name, CurveNet(num_classes), {}, (3, size, size), MEAN, STD)
+    if name in BUILTIN_MODELS:
+        raise MTIConfigError(f"built-in {name!r} has no training recipe; train curvenet or timm")
+    if name.startswith(TORCHVISION):
+        import torchvision
+
+        full = {"num_classes": num_classes, **kwargs}
+        model = torchvision.models.get_model(name[len(TORCHVISION) :], weights=None, **full)
+        return Network(name, model, full, (3, size, size), IMAGENET_MEAN, IMAGENET_STD)
+    return _timm(name, num_classes, size, kwargs)
