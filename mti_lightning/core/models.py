@@ -252,6 +252,8 @@ def load_model(
         trained = wanted
     if checkpoint is not None:
         _load_checkpoint(model, Path(checkpoint))
+        # the checkpoint's weights replace the random init they were loaded into
+        source = source.removesuffix(":random-init")
         trained, source = True, f"{source}:checkpoint:{checkpoint}"
     size = _check_input_size(input_size if input_size is not None else native_size)
     mean = tuple(float(v) for v in (mean if mean is not None else native_mean))
