@@ -4,7 +4,8 @@
     result = mti.search("curvenet", "bn2:19@center", steps=100)
 
 The public API (``mti_lightning.api``), in the paper's order: ``load_model``, ``search``,
-``visualize``, ``invert``, ``accentuate``, ``attribute``, ``atlas``, ``compare``. Importing the package
+``visualize``, ``invert``, ``accentuate``, ``attribute``, ``atlas``, ``compare``, and
+``train`` (any architecture on the curves world). Importing the package
 loads PyTorch, not Lightning, W&B or Hydra (they load when a run starts).
 """
 
@@ -23,6 +24,7 @@ from mti_lightning.api import (
     invert,
     load_model,
     search,
+    train,
     visualize,
 )
 from mti_lightning.core.errors import MTIConfigError
@@ -36,5 +38,6 @@ __all__ = [
     "attribute",
     "atlas",
     "compare",
+    "train",
     "MTIConfigError",
 ]

@@ -222,18 +222,45 @@ def compare(
     run_dir: str | Path | None = None,
     **options: Any,
 ) -> list[dict[str, Any]]:
-    """Compare architectures: E+, E-, tension and tension ratio of the units of one layer per
-    model (``layers``: a relative depth, a layer name, or ``{model: ..., default: ...}``) on a
-    common image set, plus an MTI search of a few units per model. ``options``: the
-    ``compare.*`` keys (``units``, ``n_images``, ``search_units``, ...) and the search's.
-    Returns the table's rows; the report lands in the run directory."""
+    """Compare architectures: orientation tuning, E+, E-, tension and tension ratio of the
+    units of one layer per model (``layers``: a relative depth, a layer name, or ``{model: ...,
+    default: ...}``) on a common image set, plus an MTI search of a few units per model; timm
+    models without weights are trained on the curves world first (or reused from the cache).
+    ``options``: the ``compare.*`` keys (``units``, ``n_images``, ``search_units``, ``train``,
+    ``recipes``, ``cache_dir``, ...) and the search's. Returns the table's rows; the report
+    lands in the run directory."""
     from mti_lightning.compare.run import run_compare
 
     compare_keys = ("units", "unit_seed", "images", "n_images", "checkpoints")
-    compare_keys += ("attribution_layers", "search_units", "batch_size")
+    compare_keys += ("attribution_layers", "search_units", "batch_size", "train", "recipes")
+    compare_keys += ("cache_dir", "tuning_images", "tuning_seed", "report_to")
     options = {(f"compare.{k}" if k in compare_keys else k): v for k, v in options.items()}
     cfg, _ = build_config(["experiment=compare"], None, options)
     cfg["models"], cfg["layers"] = list(models), layers
     out = run_dir_for(run_dir)
     write_config(cfg, out)
     return run_compare(cfg, out)
+
+
+def train(model: str, run_dir: str | Path | None = None, **options: Any) -> dict[str, Any]:
+    """Train network ``model`` (a timm name, ``torchvision:NAME`` or ``curvenet``) from random
+    init on the curves world, or an ImageFolder (``data=PATH``), as ``mti experiment=train``
+    does. ``options``: the ``train.*`` keys (``epochs``, ``lr``, ``train_size``, ...; unset
+    ones come from the model's measured recipe) and Lightning's. Returns the record of the
+    weights (``record["weights"]``, which ``load_model(model, checkpoint=...)`` loads):
+    constructor, recipe, held-out accuracy, training time."""
+    from mti_lightning.world.train import DEFAULT_RECIPE
+    from mti_lightning.world.train_job import run_training
+
+    if not isinstance(model, str):
+        raise MTIConfigError(
+            f"train takes a model name (timm, torchvision:NAME or curvenet), not a "
+            f"{type(model).__name__}"
+        )
+    train_keys = (*DEFAULT_RECIPE, "out")
+    options = {(f"train.{k}" if k in train_keys else k): v for k, v in options.items()}
+    cfg, logger = build_config(["experiment=train"], model, options)
+    out = run_dir_for(run_dir)
+    record = run_training(cfg, out, logger=logger)
+    write_config(cfg, out)
+    return record

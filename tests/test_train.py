@@ -207,3 +207,18 @@ def test_every_measured_recipe_is_valid_and_the_comparison_has_one_per_timm_mode
     models = _compose(["experiment=compare"])["models"]
     assert models[0] == "curvenet" and len(models) >= 4
     assert all(name in RECIPES for name in models[1:])
+
+
+def test_the_api_trains_through_the_commands_code_path(tmp_path):
+    """`mti.train` runs what `mti experiment=train` runs: the same resolved recipe, weights
+    with their record, loadable by name and checkpoint; a model object is a clear error."""
+    import mti_lightning as mti
+
+    record = mti.train("test_resnet", run_dir=tmp_path, logger="csv", max_steps=2, **TINY)
+    assert record["recipe"] == resolve_recipe(recipe_for("test_resnet", {**TINY, "max_steps": 2}))
+    assert record["result"]["steps"] == 2
+    assert (tmp_path / "config.yaml").is_file()
+    loaded = mti.load_model("test_resnet", checkpoint=record["weights"])
+    assert loaded.input_size == (3, 64, 64) and loaded.trained
+    with pytest.raises(MTIConfigError, match="train takes a model name"):
+        mti.train(torch.nn.Linear(2, 2), run_dir=tmp_path / "x")

@@ -37,34 +37,15 @@ def _train_curvenet(cfg: dict[str, Any], run_dir: Path) -> None:
 
 
 def _train(cfg: dict[str, Any], run_dir: Path) -> None:
-    from mti_lightning.shells.loggers import logger_from_config
-    from mti_lightning.world.recipes import recipe_for
-    from mti_lightning.world.train import DEFAULT_RECIPE, prepare_training, train_model
+    from mti_lightning.world.train_job import run_training
 
-    t, m = cfg["train"], cfg["model"]
-    if m.get("pretrained") or m.get("checkpoint"):
-        raise MTIConfigError(
-            "experiment=train trains from random init; drop model.pretrained / model.checkpoint"
-        )
-    overrides = {k: v for k, v in t.items() if k in DEFAULT_RECIPE and v is not None}
-    recipe = recipe_for(m["name"], overrides)
-    prepare_training(recipe, cfg["trainer"])  # every check before the logger or any work
-    out = Path(t.get("out") or run_dir / "model.safetensors")
-    record = train_model(
-        recipe,
-        out,
-        trainer=cfg["trainer"],
-        logger=logger_from_config(cfg, run_dir),
-        work_dir=run_dir,
-        resume=bool(cfg["checkpoint"]["resume"]),
-        progress_bar=bool(cfg["trainer"].get("progress_bar")),
-    )
+    record = run_training(cfg, run_dir)
     if record is not None:
-        r = record["result"]
+        r, name, out = record["result"], cfg["model"]["name"], record["weights"]
         print(
-            f"mti: {m['name']} weights {out} (record {out.with_suffix('.yaml')}); held-out "
+            f"mti: {name} weights {out} (record {Path(out).with_suffix('.yaml')}); held-out "
             f"accuracy {r['held_out_accuracy']:.4f} after {r['steps']} steps, "
-            f"{r['train_seconds']} s; load with model.name={m['name']} model.checkpoint={out}"
+            f"{r['train_seconds']} s; load with model.name={name} model.checkpoint={out}"
         )
 
 

@@ -149,3 +149,28 @@ def test_viewer_marks_the_search(curve_atlas: Path, placed_search: Path, tmp_pat
     cfg.searches = [str(tmp_path)]
     with pytest.raises(MTIConfigError, match="holds no atlas placement"):
         run_atlas(cfg, run_dir, "viewer")
+
+
+@pytest.mark.slow
+def test_the_api_places_a_search_on_the_atlas_and_refuses_a_mismatch(
+    curve_atlas: Path, tmp_path: Path
+) -> None:
+    """``mti.search(..., atlas=PATH, atlas_every=N)`` is ``callbacks.atlas``: the same placement
+    as the command's; a target the atlas was not made for fails before the search starts."""
+    import mti_lightning as mti
+
+    options = {"steps": 3, "draws": 2, "logger": "csv", "search.inversions.steps": 2}
+    result = mti.search(
+        "curvenet",
+        "bn2:19@center",
+        atlas=curve_atlas,
+        atlas_every=2,
+        run_dir=tmp_path / "a",
+        **options,
+    )
+    placement = json.loads((result.run_dir / "atlas" / "placement.json").read_text())
+    assert placement["steps"] == [0, 2, 3] and len(placement["images"]) == 1
+    assert result.rows[0]["atlas_cell"] == str(tuple(placement["images"][0]["cell"]))
+    with pytest.raises(MTIConfigError, match=r"feature bn2:19@center.* target is bn2:9@center"):
+        mti.search("curvenet", "bn2:9@center", atlas=curve_atlas, run_dir=tmp_path / "b", **options)
+    assert not (tmp_path / "b" / "metrics.json").exists()
