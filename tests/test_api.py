@@ -202,6 +202,7 @@ BAD = [
     (lambda: mti.search("curvenet", "bn2:19", lrr=0.1), "unknown option 'lrr'"),
     (lambda: mti.search("curvenet", "bn2:19", scale=0.5), "option 'scale' is ambiguous"),
     (lambda: mti.search("curvenet", "bn2:19", lr=float("nan")), "search.lr=nan"),
+    (lambda: mti.search("curvenet", "bn2:19", callbacks=1), "callbacks is a group of keys"),
     (lambda: mti.search("curvenet", "bn2:19", kind="dream"), "kind 'dream'"),
     (
         lambda: mti.search("curvenet", "bn2:19", attribution_layer="bn3", **TINY),
@@ -253,3 +254,15 @@ def test_compare_wraps_the_comparison(tmp_path):
     )
     assert sorted(r["unit"] for r in rows) == [5, 19] and {r["model"] for r in rows} == {"curvenet"}
     assert (tmp_path / "c" / "config.yaml").is_file()
+
+
+def test_checkpoint_is_the_models_weights_or_the_checkpoint_group():
+    """``checkpoint=PATH`` means the model's weights (as in ``load_model``); a dict sets the
+    search's own checkpoint group."""
+    from mti_lightning.face.api_config import build_config
+
+    cfg, _ = build_config(["search=mti"], "resnet18", {"checkpoint": "w.safetensors"})
+    assert cfg["model"]["checkpoint"] == "w.safetensors"
+    assert isinstance(cfg["checkpoint"], dict)
+    cfg, _ = build_config(["search=mti"], "resnet18", {"checkpoint": {"every_n_steps": 5}})
+    assert cfg["checkpoint"]["every_n_steps"] == 5 and cfg["model"]["checkpoint"] is None

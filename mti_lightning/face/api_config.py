@@ -61,18 +61,24 @@ def _set(cfg: dict[str, Any], dotted: str, value: Any) -> None:
     if isinstance(value, Mapping) and isinstance(node.get(last), dict):
         for key, sub in value.items():
             _set(cfg, f"{dotted}.{key}", sub)
+    elif isinstance(node.get(last), dict) and value is not None:
+        raise MTIConfigError(
+            f"option {dotted!r}={value!r}: {dotted} is a group of keys ({', '.join(node[last])}); "
+            f"pass a dict or a dotted key such as {dotted}.{next(iter(node[last]), 'KEY')}"
+        )
     else:
         node[last] = value
 
 
-def _key_of(cfg: dict[str, Any], name: str) -> str:
-    """The dotted config key that option ``name`` means."""
+def _key_of(cfg: dict[str, Any], name: str, value: Any = None) -> str:
+    """The dotted config key that option ``name`` (set to ``value``) means; ``checkpoint=PATH``
+    is the model's weights, ``checkpoint={...}`` the search's checkpoint group."""
+    if name in MODEL_KEYS and not isinstance(value, Mapping):
+        return f"model.{name}"
     if "." in name or name in cfg:
         return name
     if name in LIGHTNING:
         return f"trainer.{name}"
-    if name in MODEL_KEYS:
-        return f"model.{name}"
     hits = [f"{g}.{name}" for g in GROUPS if isinstance(cfg.get(g), dict) and name in cfg[g]]
     if len(hits) == 1:
         return hits[0]
@@ -109,7 +115,7 @@ def build_config(
     if isinstance(model, str) and model and not _model_group(model):
         cfg["model"]["name"] = model
     for name, value in options.items():
-        _set(cfg, _key_of(cfg, name), value)
+        _set(cfg, _key_of(cfg, name, value), value)
     return cfg, logger_object
 
 
