@@ -133,6 +133,12 @@ COMPARE_BAD = [
     (["layers={resnet50:0.5,default:0.5}"], "layers has entries for ['resnet50']"),
     (["compare.units=[0,400]"], "units [400] out of range for model curvenet layer act2:in"),
     (["compare.units=0"], "compare.units=0; need at least 1"),
+    (["compare.tuning_images=3"], "compare.tuning_images=3; need at least 8"),
+    (["compare.recipes={resnet50:{epochs:2}}"], "compare.recipes has entries for ['resnet50']"),
+    (
+        ["compare.train=true", "compare.recipes={test_resnet:{epoch:2}}"],
+        "compare.recipes.test_resnet: unknown recipe keys ['epoch']",
+    ),
 ]
 
 

@@ -15,6 +15,7 @@ from torch import nn
 from mti_lightning.core.zoo import build_builtin, curvenet
 from mti_lightning.world.curve_datamodule import CurveDataModule
 from mti_lightning.world.curve_dataset import CurveDataset
+from mti_lightning.world.train import sha256_file
 from mti_lightning.world.train_curvenet import (
     DEFAULT_RECIPE,
     CurveNetModule,
@@ -23,7 +24,6 @@ from mti_lightning.world.train_curvenet import (
     main,
     normalize,
     resolve_recipe,
-    sha256_file,
     train_curvenet,
 )
 

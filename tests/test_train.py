@@ -222,3 +222,12 @@ def test_the_api_trains_through_the_commands_code_path(tmp_path):
     assert loaded.input_size == (3, 64, 64) and loaded.trained
     with pytest.raises(MTIConfigError, match="train takes a model name"):
         mti.train(torch.nn.Linear(2, 2), run_dir=tmp_path / "x")
+
+
+def test_training_from_weights_is_a_clear_error_before_any_work(tmp_path):
+    from mti_lightning.world.train_job import run_training
+
+    cfg = _compose(["experiment=train", "model.name=test_resnet", "model.pretrained=true"])
+    with pytest.raises(MTIConfigError, match="experiment=train trains from random init"):
+        run_training(cfg, tmp_path)
+    assert not any(tmp_path.iterdir())

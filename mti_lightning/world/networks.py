@@ -15,11 +15,9 @@ import torch
 from torch import nn
 
 from mti_lightning.core.errors import MTIConfigError, closest
+from mti_lightning.core.models import IMAGENET_MEAN, IMAGENET_STD
+from mti_lightning.core.models import TORCHVISION_PREFIX as TORCHVISION
 from mti_lightning.core.zoo import BUILTIN_MODELS
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-TORCHVISION = "torchvision:"
 
 
 @dataclass

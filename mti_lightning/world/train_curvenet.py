@@ -23,7 +23,6 @@ from mti_lightning.core.zoo.curvenet import MEAN, NUM_CLASSES, STD, WEIGHTS_PATH
 from mti_lightning.world import train
 from mti_lightning.world.curves import CurveConfig
 from mti_lightning.world.train import ClassifierModule
-from mti_lightning.world.train import sha256_file as sha256_file  # the weights' checksum
 
 SHIPPED_RECIPE = WEIGHTS_PATH.with_suffix(".yaml")
 
