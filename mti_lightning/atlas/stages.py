@@ -354,13 +354,15 @@ def _atlas(run: AtlasRun) -> dict[str, Any]:
     if run.wandb is not None:
         import wandb
 
+        from mti_lightning.shells.wandb_record import guarded
+
         columns = ["cell", *[c for c in rows[0] if c != "cell"], "icon"] if rows else []
         data = [
             [str(tuple(rec["cell"])), *[v for c, v in rec.items() if c != "cell"]]
             + [wandb.Image(compose.icon_rgba(images[i], alpha[i]))]
             for i, rec in enumerate(rows)
         ]
-        run.wandb.log_table(key="atlas/cells", columns=columns, data=data)
+        guarded(run.wandb, "the atlas table", lambda wb: wb.log_table("atlas/cells", columns, data))
     return {"atlas": run.rel(path), "size": list(board.size), "cells": "atlas/cells.json"}
 
 
