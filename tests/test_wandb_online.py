@@ -1,8 +1,9 @@
 """W&B online against a real server (``openwandb serve`` on 127.0.0.1, tests/wandb_server.py):
-what a search run leaves on the server equals its run directory; ``logger.mode=auto`` goes
-online when the server answers and offline (said once) when it does not; a server killed
-mid-run costs the run nothing (exit 0, every file written, the local copy uploads later with
-``wandb sync``); a multirun's jobs are one group. All traffic stays on loopback.
+what each run of a multirun over two units leaves on the server equals its run directory, and
+the runs are one group; ``logger.mode=auto`` goes online when the server answers and offline
+(said once) when it does not; a server killed mid-run costs the run nothing (exit 0, every
+file written, the local copy uploads later with ``wandb sync``); an offline run uploads with
+``wandb sync``. All traffic stays on loopback.
 
 Without the ``wandb-server`` extra installed these tests skip, except in CI (``CI=true``),
 where they fail."""
@@ -83,54 +84,69 @@ def assert_same_summary(on_server: dict[str, Any], record: dict[str, Any]) -> No
             assert on_server[key] == pytest.approx(value, rel=1e-12), key
 
 
-# ---------------------------------------------------------------- an online search
+# ---------------------------------------------------------------- an online multirun
 
 
 @pytest.fixture(scope="module")
-def online(server, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """A 2-unit search with ``logger.mode=auto``, the server's URL and key."""
+def online(server, tmp_path_factory) -> tuple[list[Path], subprocess.CompletedProcess]:
+    """``mti -m`` over two units with ``logger.mode=auto``, the server's URL and key: the job
+    directories (unit 9, unit 12) and the command's output."""
     cwd = tmp_path_factory.mktemp("online")
-    args = [*TINY, "target.channel=[9,12]", "logger.mode=auto", "hydra.run.dir=run"]
+    args = ["-m", *TINY, "target.channel=9,12", "logger.mode=auto", "hydra.sweep.dir=units"]
     out = mti(args, cwd, server.env())
     assert out.returncode == 0, out.stderr[-3000:]
-    return cwd / "run", out
+    return [cwd / "units" / "0", cwd / "units" / "1"], out
 
 
 def test_auto_mode_goes_online_with_a_key_and_an_answering_server(online, server):
-    run_dir, out = online
+    jobs, out = online
     assert OFFLINE_LINE not in out.stdout + out.stderr
     assert "mti: W&B:" not in out.stdout + out.stderr
-    assert not list((run_dir / "wandb").glob("offline-run-*"))
-    assert server.runs()[run_id(run_dir)]["state"] == "finished"
+    runs = server.runs()
+    for job in jobs:
+        assert not list((job / "wandb").glob("offline-run-*"))
+        assert runs[run_id(job)]["state"] == "finished"
 
 
-def test_online_run_on_the_server_equals_its_run_directory(online, server):
-    run_dir, _ = online
-    record, rid = metrics(run_dir), run_id(run_dir)
-    run = server.runs()[rid]
-    assert_same_summary(run["summary"], record)
-    assert run["config"]["run"]["value"] == record["run"]
-    assert run["config"]["search"]["value"]["steps"] == 6
-    # the per-unit curves, as history keys
-    curves = {f"{q}/{u}" for q in QUANTITIES for u in UNITS}
-    assert curves | {"loss"} <= server.history_keys(rid)
-    # the results table, as the client uploaded it
-    (table_file,) = (server.run_files(rid) / "media" / "table").glob("results_*.table.json")
-    table = json.loads(table_file.read_text())
-    columns = table["columns"]
-    for row, saved in zip(table["data"], record["images"], strict=True):
-        assert row[columns.index("unit")] == saved["feature"]
-        for key in ("end_tension", "end_activation", "plus_activation", "minus_activation"):
-            assert row[columns.index(key)] == pytest.approx(saved[key], rel=1e-12), key
-        for name in ("image", "plus_inversion", "minus_inversion", "transparency"):
-            assert row[columns.index(name)], name  # an image cell (its file stays client-side)
-    # the outputs artifact: its name, type and metadata are what the server keeps of it
-    # (openwandb answers createArtifact with COMMITTED, so the client uploads no files)
-    label = "-".join(run_dir.resolve().parts[-2:])
-    (art,) = [a for a in server.artifacts(rid) if a["artifact_type"] == "search"]
-    assert art["name"] == f"search-{label}"
-    aggregates = {k: v for k, v in record["summary"].items() if k.startswith("summary/")}
-    assert art["metadata"] == pytest.approx({**record["run"], **aggregates})
+def test_online_runs_on_the_server_equal_their_run_directories(online, server):
+    jobs, _ = online
+    runs = server.runs()
+    for unit, job in zip(UNITS, jobs, strict=True):
+        record, rid = metrics(job), run_id(job)
+        assert [r["feature"] for r in record["images"]] == [unit]
+        run = runs[rid]
+        assert_same_summary(run["summary"], record)
+        assert run["config"]["run"]["value"] == record["run"]
+        assert run["config"]["search"]["value"]["steps"] == 6
+        # the per-unit curves, as history keys
+        assert {f"{q}/{unit}" for q in QUANTITIES} | {"loss"} <= server.history_keys(rid)
+        # the results table, as the client uploaded it
+        (table_file,) = (server.run_files(rid) / "media" / "table").glob("results_*.table.json")
+        table = json.loads(table_file.read_text())
+        columns = table["columns"]
+        for row, saved in zip(table["data"], record["images"], strict=True):
+            assert row[columns.index("unit")] == saved["feature"]
+            for key in ("end_tension", "end_activation", "plus_activation", "minus_activation"):
+                assert row[columns.index(key)] == pytest.approx(saved[key], rel=1e-12), key
+            for name in ("image", "plus_inversion", "minus_inversion", "transparency"):
+                assert row[columns.index(name)], name  # an image cell (its file stays local)
+        # the outputs artifact: its name, type and metadata are what the server keeps of it
+        # (openwandb answers createArtifact with COMMITTED, so the client uploads no files)
+        label = "-".join(job.resolve().parts[-2:])
+        (art,) = [a for a in server.artifacts(rid) if a["artifact_type"] == "search"]
+        assert art["name"] == f"search-{label}"
+        aggregates = {k: v for k, v in record["summary"].items() if k.startswith("summary/")}
+        assert art["metadata"] == pytest.approx({**record["run"], **aggregates})
+
+
+def test_multirun_jobs_are_one_group(online, server):
+    jobs, _ = online
+    runs = server.runs()
+    for job in jobs:
+        assert runs[run_id(job)]["config"]["logger"]["value"]["group"] == "units"
+        # the group went to the server with the run (openwandb keeps no group of its own)
+        init_log = (job / "wandb" / "debug.log").read_text()
+        assert re.search(r"""['"]group['"]: ['"]units['"]""", init_log)
 
 
 # ---------------------------------------------------------------- server down, then sync
@@ -168,7 +184,7 @@ def test_server_killed_mid_run_costs_nothing_and_the_run_syncs_later(tmp_path):
     try:
         args = [
             *TINY,
-            "search.steps=30",
+            "search.steps=16",
             "callbacks.snapshot_steps=[2]",
             "target.channel=[9,12]",
             "logger.mode=online",
@@ -186,7 +202,7 @@ def test_server_killed_mid_run_costs_nothing_and_the_run_syncs_later(tmp_path):
         snapshot = run_dir / "snapshots" / "step_000002.png"
         while not snapshot.exists() and proc.poll() is None:
             time.sleep(0.1)
-        srv.stop(signal.SIGKILL)  # step 2 of 30 logged: the server dies under the run
+        srv.stop(signal.SIGKILL)  # step 2 of 16 logged: the server dies under the run
         killed = time.monotonic()
         stdout, stderr = proc.communicate(timeout=600)
         print(f"exit {time.monotonic() - killed:.1f} s after the server was killed")
@@ -195,7 +211,7 @@ def test_server_killed_mid_run_costs_nothing_and_the_run_syncs_later(tmp_path):
         assert len(warnings) == 1, stderr[-3000:]
         assert f"the run is kept in {run_dir / 'wandb'}" in warnings[0]
         record = metrics(run_dir)
-        assert record["steps_run"] == 30
+        assert record["steps_run"] == 16
         for name in ("summary.png", "summary.txt", "tensors.safetensors", "config.yaml"):
             assert (run_dir / name).is_file(), name
         for k in range(2):
@@ -215,23 +231,3 @@ def test_server_killed_mid_run_costs_nothing_and_the_run_syncs_later(tmp_path):
         assert_same_summary(srv.runs()[run_id(run_dir)]["summary"], record)
     finally:
         srv.stop()
-
-
-# ---------------------------------------------------------------- a multirun, one group
-
-
-def test_multirun_goes_online_as_one_group(server, tmp_path):
-    args = ["-m", *TINY, "target.channel=9,12", "logger.mode=auto", "hydra.sweep.dir=units"]
-    out = mti(args, tmp_path, server.env())
-    assert out.returncode == 0, out.stderr[-3000:]
-    runs = server.runs()
-    for unit, job in zip((9, 12), ("0", "1")):
-        job_dir = tmp_path / "units" / job
-        record = metrics(job_dir)
-        assert [r["feature"] for r in record["images"]] == [f"bn2:{unit}@center"]
-        run = runs[run_id(job_dir)]
-        assert_same_summary(run["summary"], record)
-        assert run["config"]["logger"]["value"]["group"] == "units"
-        # the group went to the server with the run (openwandb keeps no group of its own)
-        init_log = (job_dir / "wandb" / "debug.log").read_text()
-        assert re.search(r"""['"]group['"]: ['"]units['"]""", init_log)
