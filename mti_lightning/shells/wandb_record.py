@@ -4,8 +4,9 @@ images, and the run's outputs as a versioned artifact.
 Every function does nothing unless given a ``WandbLogger`` (offline runs included), so callers
 pass whatever logger the run has. Callers write their results to the run directory first; the
 calls here are guarded: a tracker that fails (a server gone mid-run, a refused request) costs
-one warning line and the calls after it, never the run. The run's local copy under
-``<run>/wandb`` stays complete for ``wandb sync``.
+one warning line and the later calls that need the server, never the run. Summary and config
+still go into the run's local copy under ``<run>/wandb``, which ``wandb sync`` uploads later;
+finishing waits at most ``loggers.FINISH_TIMEOUT_S`` for the server.
 """
 
 from __future__ import annotations
@@ -99,12 +100,6 @@ def guarded(
         _failed.add(wb)
         return False
     return True
-
-
-def tracker_failed(logger: Any) -> bool:
-    """Whether a guarded call of this run's W&B logger failed."""
-    wb = as_wandb(logger)
-    return wb is not None and wb in _failed
 
 
 def finish_run(logger: Any) -> None:
