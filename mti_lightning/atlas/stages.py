@@ -353,6 +353,7 @@ def _atlas(run: AtlasRun) -> dict[str, Any]:
     run.log_image("atlas/atlas", path, run.describe())
     if run.wandb is not None:
         import wandb
+        from mti_lightning.shells.wandb_record import guarded
 
         columns = ["cell", *[c for c in rows[0] if c != "cell"], "icon"] if rows else []
         data = [
@@ -360,7 +361,7 @@ def _atlas(run: AtlasRun) -> dict[str, Any]:
             + [wandb.Image(compose.icon_rgba(images[i], alpha[i]))]
             for i, rec in enumerate(rows)
         ]
-        run.wandb.log_table(key="atlas/cells", columns=columns, data=data)
+        guarded(run.wandb, "the atlas table", lambda wb: wb.log_table("atlas/cells", columns, data))
     return {"atlas": run.rel(path), "size": list(board.size), "cells": "atlas/cells.json"}
 
 

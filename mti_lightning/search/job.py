@@ -43,7 +43,6 @@ from mti_lightning.shells.draws import DrawDataModule
 from mti_lightning.shells.loggers import logger_from_config
 from mti_lightning.shells.search import MTISearch
 from mti_lightning.shells.trainer import check_trainer_options, make_trainer
-from mti_lightning.shells.wandb_record import UnitCurvePanels
 
 KINDS = ("mti", "visualize", "visualize_neg", "invert", "accentuate")
 
@@ -211,7 +210,6 @@ def _callbacks(cfg: dict, run_dir: Path, kind: str, layer: str | None) -> dict[s
         cbs["transparency"] = TransparencyMaps()
     if c.get("stop_activation") is not None:
         cbs["stop"] = StopAtTarget(c["stop_activation"], c["check_every"])
-    cbs["curve_panels"] = UnitCurvePanels()
     inv = s.get("inversions") or {}
     if kind == "mti" and inv.get("enabled") and layer:
         cbs["inversions"] = PlusMinusInversions(

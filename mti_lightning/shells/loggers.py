@@ -2,6 +2,9 @@
 
 The W&B server is ``WANDB_BASE_URL`` when set (a self-hosted server), else W&B's cloud; the
 online/offline decision probes that server only, and reads the netrc entry of that server.
+A W&B run waits at most :data:`FINISH_TIMEOUT_S` seconds for its uploads when it finishes (and
+when the process exits), so a dead server cannot hold a job; what did not reach the server
+stays in the run's local copy for ``wandb sync``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from mti_lightning.core.errors import MTIConfigError
 LOGGERS = ("wandb", "csv", "none")
 WANDB_MODES = ("auto", "online", "offline")
 DEFAULT_SERVER = "https://api.wandb.ai"
+# W&B's finish_timeout: how long finishing a run (run.finish(), or W&B's teardown at exit) waits
+# for uploads before it gives up on the server; finish_timeout_raises makes run.finish() say so
+FINISH_TIMEOUT_S = 20.0
 _told = False
 
 
@@ -145,7 +151,12 @@ def make_logger(
         group=group,
         offline=offline,
         tags=tags,
-        settings={"console": "off", "silent": True},
+        settings={
+            "console": "off",
+            "silent": True,
+            "finish_timeout": FINISH_TIMEOUT_S,
+            "finish_timeout_raises": True,
+        },
     )
     if config is not None:
         logger.log_hyperparams(config)

@@ -13,7 +13,7 @@ from typing import Any
 
 from mti_lightning.core.io import atomic_write
 from mti_lightning.shells.loggers import logger_from_config
-from mti_lightning.shells.wandb_record import log_table, track_outputs
+from mti_lightning.shells.wandb_record import guarded, log_table, track_outputs
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
@@ -64,7 +64,8 @@ def log_to_wandb(
     """Log ``rows`` as the W&B table ``key`` (``images``: extra columns of PNG files, one per
     row or None, shown as images), the other ``tables``, ``figures`` as images and the files
     ``outputs`` (relative to ``run_dir``) as a versioned artifact of type ``key``, when
-    ``logger=wandb`` (offline without a server); nothing for the CSV logger or none."""
+    ``logger=wandb`` (offline without a server); nothing for the CSV logger or none. Call it
+    once the run directory holds the results: a tracker failure costs a warning, not a run."""
     if cfg["logger"]["kind"] != "wandb":
         return
     logger = logger_from_config(cfg, run_dir)
@@ -72,5 +73,6 @@ def log_to_wandb(
     for name, table in (tables or {}).items():
         log_table(logger, name, table, {})
     for path in figures:  # one key each: W&B shows images of one key at one size
-        logger.log_image(key=f"{key}_{path.stem}", images=[str(path)])
+        name, files = f"{key}_{path.stem}", [str(path)]
+        guarded(logger, name, lambda wb, k=name, f=files: wb.log_image(key=k, images=f), False)
     track_outputs(logger, run_dir, key, outputs, cfg)

@@ -1,32 +1,121 @@
 """What a run leaves in W&B besides its curves: summary and config, tables whose cells are
-images, the run's outputs as a versioned artifact, and one line chart per quantity with a
-line per unit.
+images, and the run's outputs as a versioned artifact.
 
 Every function does nothing unless given a ``WandbLogger`` (offline runs included), so callers
-pass whatever logger the run has.
+pass whatever logger the run has. Callers write their results to the run directory first; the
+calls here are guarded: a tracker that fails (a server gone mid-run, a refused request) costs
+one warning line and the later calls that need the server, never the run. Summary and config
+still go into the run's local copy under ``<run>/wandb``, which ``wandb sync`` uploads later;
+finishing waits at most ``loggers.FINISH_TIMEOUT_S`` for the server.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
 
 from mti_lightning.core.io import to_uint8
+from mti_lightning.shells.loggers import reachable
 
 
 def as_wandb(logger: Any) -> WandbLogger | None:
     """``logger`` when it is a ``WandbLogger`` (or the first one of a list), else None."""
     loggers = logger if isinstance(logger, (list, tuple)) else [logger]
     return next((lg for lg in loggers if isinstance(lg, WandbLogger)), None)
+
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
+# loggers whose tracker failed: their later calls are skipped (the warning was said once)
+_failed: weakref.WeakSet[WandbLogger] = weakref.WeakSet()
+
+
+def sync_command(wb: WandbLogger) -> str:
+    """The command that uploads the run's local copy (``<run>/wandb/run-...`` or
+    ``offline-run-...``) later; an online run's copy needs ``--no-skip-online``."""
+    try:
+        run = wb.experiment
+        local = Path(run.dir).parent
+        flag = "" if run.offline else "--no-skip-online "
+    except Exception:  # noqa: BLE001 (no run was started: name the folder runs go to)
+        local, flag = Path(wb.save_dir or ".") / "wandb", ""
+    return f"wandb sync {flag}{local}"
+
+
+def _warn(wb: WandbLogger, what: str, err: BaseException) -> None:
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    print(
+        f"mti: W&B: {what} failed ({type(err).__name__}: {reason}); the run is kept in "
+        f"{Path(wb.save_dir or '.') / 'wandb'}, upload it with `{sync_command(wb)}`",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+class ServerGone(ConnectionError):
+    """The W&B server of an online run no longer answers."""
+
+
+def _check_server(wb: WandbLogger) -> None:
+    """Raise :class:`ServerGone` when ``wb`` logs online and its server does not take a TCP
+    connection: W&B's calls that need the server (tables, artifacts) would each wait on it."""
+    run = wb.experiment
+    if run.offline or any(os.environ.get(v) for v in PROXY_VARIABLES):
+        return  # offline, or a proxy stands between: only W&B itself can tell
+    url = run.settings.base_url
+    parts = urlsplit(url)
+    port = parts.port or (80 if parts.scheme == "http" else 443)
+    if parts.hostname and not reachable(parts.hostname, port):
+        raise ServerGone(f"the W&B server {url} does not answer")
+
+
+def guarded(
+    logger: Any, what: str, call: Callable[[WandbLogger], Any], needs_server: bool = True
+) -> bool:
+    """Run ``call(wandb_logger)`` unless the run has no W&B logger. A call that
+    ``needs_server`` (tables and artifacts: W&B checks them with its server) is skipped once
+    the run's tracker failed, and an online run's server is probed before it; a call that only
+    records into the run (summary, config) is always made. On any error say once what failed
+    and how to upload the run later. Returns whether the call ran to its end."""
+    wb = as_wandb(logger)
+    if wb is None or (needs_server and wb in _failed):
+        return False
+    try:
+        if needs_server:
+            _check_server(wb)
+        call(wb)
+    except Exception as err:  # noqa: BLE001 (any tracker failure; the results are on disk)
+        if wb not in _failed:
+            _warn(wb, what, err)
+        _failed.add(wb)
+        return False
+    return True
+
+
+def finish_run(logger: Any) -> None:
+    """Finish the W&B run: its uploads get the bounded wait of :data:`loggers.FINISH_TIMEOUT_S`
+    (then W&B gives up and the local copy keeps the rest for ``wandb sync``). Finishing is tried
+    even after a failed call, so the local copy is closed properly; a failure is said once."""
+    wb = as_wandb(logger)
+    if wb is None:
+        return
+    try:
+        wb.experiment.finish()
+    except Exception as err:  # noqa: BLE001 (TimeoutError: the bounded wait ran out)
+        if wb not in _failed:
+            what = "uploading at the end" if isinstance(err, TimeoutError) else "finishing"
+            _warn(wb, what, err)
+        _failed.add(wb)
 
 
 def image_cell(value: torch.Tensor | Path | str | Image.Image, caption: str | None = None) -> Any:
@@ -44,11 +133,12 @@ def image_cell(value: torch.Tensor | Path | str | Image.Image, caption: str | No
 def log_summary(logger: Any, summary: Mapping[str, Any], config: Mapping[str, Any]) -> None:
     """Put ``summary`` in the run's summary (what a sweep sorts and ranks by) and ``config`` in
     its config (what it groups and plots against)."""
-    wb = as_wandb(logger)
-    if wb is None:
-        return
-    wb.experiment.config.update(dict(config), allow_val_change=True)
-    wb.experiment.summary.update(dict(summary))
+
+    def send(wb: WandbLogger) -> None:
+        wb.experiment.config.update(dict(config), allow_val_change=True)
+        wb.experiment.summary.update(dict(summary))
+
+    guarded(logger, "the summary", send, needs_server=False)
 
 
 def log_table(
@@ -56,19 +146,22 @@ def log_table(
 ) -> None:
     """The W&B table ``key``: one row per entry of ``rows`` (columns: their keys) and one
     image column per entry of ``images`` (a tensor, a PNG path, or None per row)."""
-    wb = as_wandb(logger)
-    if wb is None or not rows:
+    if as_wandb(logger) is None or not rows:
         return
     columns = list(rows[0])
     clash = [c for c in images if c in columns]
     if clash:
         raise ValueError(f"image columns {clash} clash with the table's columns")
-    data = [
-        [r.get(c) for c in columns]
-        + [None if col[i] is None else image_cell(col[i]) for col in images.values()]
-        for i, r in enumerate(rows)
-    ]
-    wb.log_table(key=key, columns=[*columns, *images], data=data)
+
+    def send(wb: WandbLogger) -> None:
+        data = [
+            [r.get(c) for c in columns]
+            + [None if col[i] is None else image_cell(col[i]) for col in images.values()]
+            for i, r in enumerate(rows)
+        ]
+        wb.log_table(key=key, columns=[*columns, *images], data=data)
+
+    guarded(logger, f"the table {key!r}", send)
 
 
 def artifact_name(text: str) -> str:
@@ -87,9 +180,9 @@ def log_outputs(
 ) -> list[str]:
     """Log the files and folders ``paths`` (relative to ``run_dir``; missing ones skipped) as
     a new version of the artifact ``name`` of type ``kind``; ``config`` goes in as
-    ``config.json`` when the run directory holds no ``config.yaml``. Returns what it added."""
-    wb = as_wandb(logger)
-    if wb is None:
+    ``config.json`` when the run directory holds no ``config.yaml``. Returns what it added
+    (nothing when the tracker failed)."""
+    if as_wandb(logger) is None:
         return []
     import wandb
 
@@ -108,8 +201,10 @@ def log_outputs(
         with artifact.new_file("config.json") as f:
             json.dump(config, f, indent=1, default=str)
         added.append("config.json")
-    wb.experiment.log_artifact(artifact)
-    return added
+    logged = guarded(
+        logger, f"the artifact {artifact.name!r}", lambda wb: wb.experiment.log_artifact(artifact)
+    )
+    return added if logged else []
 
 
 def run_label(run_dir: Path) -> str:
@@ -127,62 +222,9 @@ def track_outputs(
     metadata: Mapping[str, Any] | None = None,
 ) -> None:
     """Log a run's outputs ``paths`` as a new version of the artifact ``KIND-RUN`` (see
-    :func:`run_label`) and finish the W&B run; nothing for other loggers."""
-    wb = as_wandb(logger)
-    if wb is None:
+    :func:`run_label`) and finish the W&B run (see :func:`finish_run`); nothing for other
+    loggers. Call it once the run directory holds everything the run found."""
+    if as_wandb(logger) is None:
         return
-    log_outputs(wb, run_dir, f"{kind}-{run_label(run_dir)}", kind, paths, config, metadata)
-    wb.experiment.finish()
-
-
-# the per-unit quantities MTISearch logs (``QUANTITY/UNIT``)
-CURVE_QUANTITIES = ("activation", "e_plus", "e_minus", "tension", "tension_ratio", "match")
-
-
-class UnitCurvePanels(L.Callback):
-    """One W&B line chart per quantity (``curves/tension``, ...) with a line per unit.
-
-    W&B draws a section per key prefix (``tension/``) with one panel per key; this adds the
-    panel that holds every unit's line. It reads the step's curve values when the loggers
-    log them (every ``log_every_n_steps``; the values are then on the host anyway) and logs
-    the charts when the search ends. Nothing without a W&B logger.
-    """
-
-    def __init__(self, quantities: Sequence[str] = CURVE_QUANTITIES):
-        self.quantities = tuple(quantities)
-        self.steps: list[int] = []
-        self.values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        every = trainer.log_every_n_steps
-        if as_wandb(trainer.loggers) is None or every < 1 or trainer.global_step % every:
-            return
-        metrics = trainer.callback_metrics
-        picked = {
-            k: v for k, v in metrics.items() if k.split("/", 1)[0] in self.quantities and "/" in k
-        }
-        if not picked:
-            return
-        self.steps.append(trainer.global_step - 1)  # the step the loggers record
-        values = torch.stack([v.detach().float().reshape(()) for v in picked.values()])
-        for key, value in zip(picked, values.cpu().tolist()):  # one copy to the host
-            quantity, unit = key.split("/", 1)
-            self.values[quantity][unit].append(value)
-
-    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        wb = as_wandb(trainer.loggers)
-        if wb is None or not self.steps or not trainer.is_global_zero:
-            return
-        import wandb
-
-        charts = {}
-        for quantity, units in self.values.items():
-            names = [u for u, ys in units.items() if len(ys) == len(self.steps)]
-            charts[f"curves/{quantity}"] = wandb.plot.line_series(
-                xs=self.steps,
-                ys=[units[u] for u in names],
-                keys=names,
-                title=f"{quantity} per unit",
-                xname="step",
-            )
-        wb.experiment.log(charts)
+    log_outputs(logger, run_dir, f"{kind}-{run_label(run_dir)}", kind, paths, config, metadata)
+    finish_run(logger)

@@ -12,7 +12,7 @@ import pytest
 
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.shells import loggers
-from mti_lightning.shells.loggers import Server, decide_mode, has_api_key
+from mti_lightning.shells.loggers import Server, decide_mode, has_api_key, make_logger
 
 
 @pytest.fixture
@@ -124,3 +124,36 @@ def test_offline_is_said_once_with_the_sync_line(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert out.count("logging W&B offline") == 1
     assert f"wandb sync {tmp_path / 'run' / 'wandb'}/offline-run-*" in out
+
+
+def test_a_failing_tracker_call_costs_one_warning_and_the_run_goes_on(
+    tmp_path, monkeypatch, capsys
+):
+    """A real W&B run (offline) whose table is refused: one warning line naming the local copy
+    and its sync command; later calls that need the server are skipped, the summary is still
+    recorded, and finishing waits at most FINISH_TIMEOUT_S."""
+    import wandb_offline
+
+    import wandb
+    from mti_lightning.shells.wandb_record import finish_run, guarded, log_summary
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logger = make_logger("wandb", tmp_path, mode="offline")
+    settings = logger.experiment.settings
+    assert settings.finish_timeout == loggers.FINISH_TIMEOUT_S and settings.finish_timeout_raises
+    ragged = [[1.0, 2.0]]  # two values for one column: wandb.Table refuses it
+    assert not guarded(logger, "the table 't'", lambda wb: wb.log_table("t", ["a"], ragged))
+    assert not guarded(logger, "the table 'u'", lambda wb: wb.log_table("u", ["a"], [[1.0]]))
+    log_summary(logger, {"summary/x": 1.5}, {"run": {"kind": "mti"}})
+    finish_run(logger)
+    wandb.teardown()  # wandb-core writes the run file on its own: wait until it has closed it
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mti: W&B:")]
+    (local,) = tmp_path.glob("wandb/offline-run-*")
+    assert len(said) == 1 and said[0].startswith("mti: W&B: the table 't' failed (")
+    assert said[0].endswith(
+        f"the run is kept in {tmp_path / 'wandb'}, upload it with `wandb sync {local}`"
+    )
+    assert wandb_offline.summary(tmp_path)["summary/x"] == 1.5
+    assert wandb_offline.config(tmp_path)["run"] == {"kind": "mti"}
+    assert not [a for a in wandb_offline.artifacts(tmp_path) if a.type == "run_table"]
