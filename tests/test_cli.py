@@ -111,6 +111,29 @@ def test_bad_input_on_the_command_line_one_line_exit_2(tmp_path, override, messa
     assert not list(tmp_path.glob("outputs/*/*/checkpoints"))
 
 
+# what a new user tries first: each ends in one line naming the key, the value and what
+# would be valid (or the closest key), exit code 2, before any work
+NEW_USER = [
+    (["trainer.devices=0"], "trainer.devices=0; valid: a count >= 1, -1 (every device), auto"),
+    (["hydra.run.dir=/proc/x"], "hydra.run.dir=/proc/x: cannot make the run directory"),
+    (["trainer.max_steps=abc"], "trainer.max_steps=abc: unknown key; closest: train.max_steps"),
+    (["logger=neptune"], "logger=neptune: no such logger config; valid: csv, wandb"),
+    (["search.steps=abc"], "search.steps='abc'; must be an integer >= 1"),
+    (["experiment=atlas", "atlas.grid=0"], "atlas.grid=0; must be an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize("args,message", NEW_USER, ids=[a[0][-1] for a in NEW_USER])
+def test_a_new_users_bad_value_is_one_line_exit_2(tmp_path, args, message):
+    out = mti(args, cwd=tmp_path, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip() == f"mti: error: {message}" or (
+        out.stderr.strip().startswith(f"mti: error: {message}")
+        and "\n" not in out.stderr.strip()
+    ), out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and not list(tmp_path.glob("outputs/*/*/config.yaml"))
+
+
 def test_not_an_image_file(tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("this is not a PNG")

@@ -19,6 +19,7 @@ from torch import nn
 
 from mti_lightning.core.errors import MTIConfigError, closest
 from mti_lightning.core.models import LoadedModel, load_model
+from mti_lightning.face.config_check import check_composed, composed
 
 Model = str | nn.Module | LoadedModel
 GROUPS = ("search", "param", "transform", "callbacks", "trainer", "checkpoint", "model")
@@ -28,14 +29,13 @@ MODEL_KEYS = ("input_size", "mean", "std", "pretrained", "checkpoint")
 
 
 def compose(overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """The config the ``mti`` command composes for ``overrides`` (``conf/``), as plain data."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
+    """The config the ``mti`` command composes for ``overrides`` (``conf/``), as plain data,
+    checked against the schema (a bad key or value is one MTIConfigError)."""
     from omegaconf import OmegaConf
 
-    with initialize_config_module("mti_lightning.conf", version_base="1.3"):
-        cfg = hydra_compose("config", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)
+    cfg = OmegaConf.to_container(composed(overrides), resolve=True)
+    check_composed(cfg)
+    return cfg
 
 
 def _model_group(model: Model | None) -> list[str]:

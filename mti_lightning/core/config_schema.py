@@ -1,0 +1,548 @@
+"""The schema of the ``mti`` config: one dataclass per config group, the one source of every
+default and every allowed range or choice.
+
+The YAML files in ``conf/`` hold only what a choice (``search=invert``, ``trainer=gpu``,
+``experiment=atlas``, ...) changes; the face registers :class:`MTIConfig` as Hydra's structured
+schema (``face/schema_store.py``), so composing checks every type and key, and
+:func:`check_config` checks every range and choice with one line naming the key, the value and
+what would be valid. Plain dataclasses: the core imports neither Hydra nor OmegaConf.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from mti_lightning.core.errors import MTIConfigError, closest
+
+MISSING = "???"  # OmegaConf's mark of a value the user must give
+
+SEARCH_KINDS = ("mti", "visualize", "visualize_neg", "invert", "accentuate")
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
+PRECISIONS = ("32", "32-true", "64", "64-true", "16", "16-mixed", "16-true")
+PRECISIONS += ("bf16", "bf16-mixed", "bf16-true", "transformer-engine")
+
+
+def _rule(
+    default: Any = None,
+    low: float | None = None,
+    above: bool = False,
+    choices: tuple[Any, ...] = (),
+    factory: Any = None,
+) -> Any:
+    """A field with its check: ``low`` the lowest value (excluded when ``above``), or the
+    ``choices`` it may take."""
+    meta = {"low": low, "above": above, "choices": choices}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# -- the search's groups -------------------------------------------------------------------
+
+
+@dataclass
+class ModelSchema:
+    """``model``: which network and the input it gets."""
+
+    name: str = MISSING
+    pretrained: bool = False
+    checkpoint: str | None = None
+    input_size: list[int] | None = None  # [C, H, W]; null: the model's own
+    mean: list[float] | None = None  # per-channel normalisation; null: the model's own
+    std: list[float] | None = None
+
+
+@dataclass
+class InversionsSchema:
+    """``search.inversions``: the +/- attribution inversions after an MTI search."""
+
+    enabled: bool = True
+    steps: int = _rule(100, low=1)
+    lr: float = _rule(0.05, low=0, above=True)
+    draws: int = _rule(8, low=1)
+    power: float = _rule(2.0, low=0)
+
+
+@dataclass
+class SearchSchema:
+    """``search``: what is optimised and how (defaults: the MTI search)."""
+
+    kind: str = _rule("mti", choices=SEARCH_KINDS)
+    steps: int = _rule(150, low=1)
+    lr: float = _rule(0.05, low=0, above=True)
+    optimizer: str = "adam"
+    draws: int = _rule(8, low=1)
+    images_per_target: int = _rule(1, low=1)
+    attribution_layer: str | None = "auto"  # a module name; auto: the model's own choice
+    mode: str = _rule("linearized", choices=("linearized", "exact"))
+    temperature: float = _rule(0.1, low=0, above=True)
+    hold: float | None = 0.0  # keep the activation near this value (null: free)
+    hold_weight: float = _rule(1.0, low=0)
+    image: Any = None  # image file(s) the search starts from (invert, accentuate: required)
+    sign: float = 1.0  # accentuate: +1 raises the feature, -1 lowers it
+    l2_weight: float = _rule(10.0, low=0)  # accentuate: pull towards the seed image
+    redirect_relu_steps: int = _rule(0, low=0)
+    power: float = _rule(2.0, low=0)
+    inversions: InversionsSchema = field(default_factory=InversionsSchema)
+
+
+@dataclass
+class ParamSchema:
+    """``param``: the image parameterisation (defaults: Fourier phase)."""
+
+    kind: str = _rule("fourier", choices=("fourier", "pixel"))
+    canvas: list[int] | None = None  # [H, W]; null: the model's input size
+    decay: float | None = _rule(1.0, low=0)
+    scale: float | None = _rule(1.0, low=0, above=True)
+
+
+@dataclass
+class TransformSchema:
+    """``transform``: the random draws each step averages over."""
+
+    scale: list[float] = field(default_factory=lambda: [0.85, 1.0])
+    jitter: float = _rule(0.05, low=0)
+    rotate: float = _rule(0.0, low=0)
+    gaussian_noise: float = _rule(0.02, low=0)
+    uniform_noise: float = _rule(0.0, low=0)
+    padding: str = _rule("reflection", choices=("reflection", "zeros", "border"))
+
+
+@dataclass
+class CallbacksSchema:
+    """``callbacks``: snapshots, transparency, early stop, atlas placement."""
+
+    snapshot_steps: list[int] = field(default_factory=lambda: [0])
+    snapshot_every: int = _rule(50, low=0)
+    transparency: bool = True
+    stop_activation: float | None = None  # stop once every image's feature reaches this
+    check_every: int = _rule(10, low=1)  # steps between early-stop / non-finite checks
+    atlas: str | None = None  # an atlas run directory to place the search's images on
+    atlas_every: int = _rule(10, low=0)
+
+
+@dataclass
+class TrainerSchema:
+    """``trainer``: Lightning's devices, strategy and precision (defaults: one CPU)."""
+
+    accelerator: str = _rule("cpu", choices=ACCELERATORS)
+    devices: Any = 1  # a count >= 1, -1 (all), auto, or a list of device ids
+    num_nodes: int = _rule(1, low=1)
+    strategy: str = "auto"
+    precision: Any = _rule("32", choices=PRECISIONS)
+    compile: bool = False
+    fast_net: bool = True  # steps on a copy rewritten for speed (core/fastnet.py)
+    log_every_n_steps: int = _rule(10, low=1)
+    progress_bar: bool = False
+    requeue_signal: str | None = "USR2"  # SLURM: checkpoint and requeue on this signal
+
+
+@dataclass
+class LoggerSchema:
+    """``logger``: W&B (offline without an API key), CSV, or none."""
+
+    kind: str = _rule("wandb", choices=("wandb", "csv", "none"))
+    project: str = "mti-lightning"
+    group: str | None = None
+    name: str | None = None
+    mode: str = _rule("auto", choices=("auto", "online", "offline"))
+    max_unit_curves: int = _rule(16, low=0)
+
+
+@dataclass
+class CheckpointSchema:
+    """``checkpoint``: the search's Lightning checkpoints."""
+
+    every_n_steps: int = _rule(50, low=0)
+    resume: bool = False  # continue from <run dir>/checkpoints/last.ckpt
+
+
+# -- the other tasks' groups (present when their experiment is chosen) ---------------------
+
+
+@dataclass
+class AtlasSchema:
+    """``atlas``: the attribution atlas of one feature over a data set."""
+
+    # data
+    data: str = "curves"  # curves, a folder, or torchvision:NAME
+    data_root: str = ""
+    curves_n: int = 4000
+    curves_seed: int = 4000
+    curves_two_arc_fraction: float = 0.3
+    # attribution layers, the first is the atlas layer; auto: the model's own (CurveNet:
+    # pool1), else the block before the feature
+    layers: list[str] = field(default_factory=lambda: ["auto"])
+    # dataset pass
+    batch_size: int = 256
+    shard_size: int = 512
+    num_workers: int = 0
+    store_maps: bool = True  # keep the atlas layer's maps in the shards (else recomputed)
+    crop_maps: bool = True  # ...cropped to the feature's window at that layer
+    accelerator: str = "cpu"
+    devices: int = 1
+    strategy: str = "auto"
+    precision: str = "32"
+    fast_net: bool = True  # pass and icons on a copy rewritten for speed (core.fastnet)
+    # selection: the union of these top/bottom-k sets (0 switches a criterion off)
+    top_activation: int = 300
+    bottom_activation: int = 300
+    top_l1: int = 300
+    top_l2: int = 0
+    top_e_plus: int = 0
+    top_e_minus: int = 300
+    top_tension: int = 0
+    # embedding
+    umap_n_neighbors: int = 15
+    umap_min_dist: float = 0.1
+    umap_metric: str = "cosine"
+    umap_n_epochs: int = 0  # 0: UMAP's own default
+    layout_clip: float = 0.01  # per-axis quantile clipped off each end of the layout
+    seed: int = 0
+    # icons
+    grid: int = 30  # the layout is cut into grid x grid cells
+    min_images: int = 3  # a cell gets an icon when it holds at least this many images
+    icon_steps: int = 128
+    icon_lr: float = 0.05
+    icon_draws: int = 2
+    icon_power: float = 2.0
+    icon_inhibition_boost: float = 2.0
+    icon_canvas: int = 128  # side of the icon canvas in px (0: the model's input side)
+    icon_scale_min: float = 0.9
+    icon_jitter: float = 0.03
+    icon_noise: float = 0.02
+    crop_icons: bool = True
+    split_icons: bool = False  # also render each cell's + and - parts separately
+    # atlas and viewer
+    atlas_size: int = 1800  # side of the atlas PNG in px (rounded down to whole cells)
+    viewer_thumbnails: int = 24  # data set images shown per cell in the viewer
+    thumbnail_size: int = 48
+    searches: list[str] = field(default_factory=list)  # search runs marked in the viewer
+
+
+@dataclass
+class CompareSchema:
+    """``compare``: architectures side by side (``mti experiment=compare``)."""
+
+    units: Any = 16  # per model: a count (seeded sample of the layer's channels), all, a list
+    unit_seed: int = 0
+    images: str | None = None  # a folder of images; null: synthetic curve images
+    n_images: int = _rule(64, low=1)
+    checkpoints: dict[str, Any] = field(default_factory=dict)  # {model: local state dict}
+    attribution_layers: dict[str, Any] = field(default_factory=dict)  # {model: layer}
+    search_units: int = _rule(4, low=0)  # units per model in its MTI search; 0: none
+    batch_size: int = _rule(64, low=1)  # (unit, image) pairs per attribution pass
+    train: bool = True  # train timm models without weights on the curves world (or reuse)
+    recipes: Any = None  # {model: recipe overrides}, e.g. {resnet10t: {epochs: 3}}
+    cache_dir: str | None = None  # null: $MTI_TRAINED_CACHE or ~/.cache/mti-lightning/trained
+    tuning_images: int = _rule(1200, low=1)
+    tuning_seed: int = 7
+    report_to: str | None = None  # also copy compare_report.md and .png into this folder
+
+
+@dataclass
+class TrainSchema:
+    """``train``: training any network; every key left null comes from the model's measured
+    recipe (``world/recipes.py``) or the default recipe (``world/train.py``)."""
+
+    data: str | None = None  # curves or an ImageFolder path ROOT/CLASS/*.png
+    kwargs: Any = None  # constructor arguments, e.g. {img_size: 64, patch_size: 8}
+    image_size: int | None = None
+    train_size: int | None = None
+    val_size: int | None = None
+    test_size: int | None = None
+    seed: int | None = None
+    train_seed: int | None = None
+    val_seed: int | None = None
+    test_seed: int | None = None
+    two_arc_fraction: float | None = None
+    epochs: int | None = None
+    max_steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    warmup: float | None = None
+    label_smoothing: float | None = None
+    num_workers: int | None = None
+    num_threads: int | None = None
+    config: Any = None  # curve world options (CurveConfig), e.g. {pixel_noise_std: 0.05}
+    out: str | None = None  # weights file; default <run dir>/model.safetensors
+
+
+@dataclass
+class ToysSchema:
+    """``toys``: toy models of superposition, trained, then measured."""
+
+    kind: str = _rule("all", choices=("abs", "xor", "all"))
+    n: int = _rule(6, low=1)
+    m: int = _rule(8, low=1)
+    sparsity: float | None = None  # default 0.01 (abs), 0.05 (xor)
+    steps: int = _rule(2000, low=1)
+    seeds: int = _rule(4, low=1)
+    restarts: int = _rule(32, low=1)
+    mti_steps: int = _rule(300, low=1)
+
+
+@dataclass
+class CurvesSchema:
+    """``curves``: synthetic curve images written in ImageFolder layout."""
+
+    n: int = _rule(2000, low=1)
+    seed: int = 0
+    two_arc_fraction: float = 0.3
+    out: str | None = None  # default: <run dir>/curves
+
+
+@dataclass
+class ReportSchema:
+    """``report``: what CurveNet's middle layer responds to."""
+
+    layer: str = "bn2"
+    units: int = _rule(6, low=1)
+    steps: int = _rule(128, low=1)
+    n_images: int = _rule(2400, low=1)
+
+
+@dataclass
+class AggregateSchema:
+    """``aggregate``: the runs of a sweep in one table and figure."""
+
+    runs: str = MISSING  # a sweep or run directory, or a glob
+    top: int = _rule(40, low=1)  # rows in the figure's bar chart
+
+
+@dataclass
+class CurvenetSchema:
+    """``curvenet``: retraining CurveNet from a recipe."""
+
+    recipe: str | None = None  # default: the recipe that made the shipped weights
+    out: str | None = None  # default: <run dir>/curvenet.safetensors
+
+
+def _default_target() -> dict[str, Any]:
+    # CurveNet's orientation-tuned units (docs/curvenet_report.txt)
+    return {"layer": "bn2", "depth": None, "channel": [9, 12, 19, 5], "position": "center"}
+
+
+TASKS = ("search", "curves", "train", "train_curvenet", "toys", "curvenet_report", "compare")
+TASKS += ("aggregate", "atlas")
+
+
+@dataclass
+class MTIConfig:
+    """The whole config; the groups of the other tasks are null until their experiment sets
+    them."""
+
+    task: str = _rule("search", choices=TASKS)
+    seed: int = 0
+    # the feature(s): LAYER:CHANNEL@POSITION, a list of them, or {layer, depth, channel,
+    # position}; layer null with depth 0.5 picks the block at half the model's depth
+    target: Any = field(default_factory=_default_target)
+    model: ModelSchema = field(default_factory=ModelSchema)
+    search: SearchSchema = field(default_factory=SearchSchema)
+    param: ParamSchema = field(default_factory=ParamSchema)
+    transform: TransformSchema = field(default_factory=TransformSchema)
+    trainer: TrainerSchema = field(default_factory=TrainerSchema)
+    logger: LoggerSchema = field(default_factory=LoggerSchema)
+    callbacks: CallbacksSchema = field(default_factory=CallbacksSchema)
+    checkpoint: CheckpointSchema = field(default_factory=CheckpointSchema)
+    stage: str | None = None  # atlas: run one stage (dataset_pass, ..., viewer)
+    models: list[str] | None = None  # compare: the models side by side
+    layers: Any = None  # compare: a depth, a layer name, or {model: ..., default: ...}
+    atlas: AtlasSchema | None = None
+    compare: CompareSchema | None = None
+    train: TrainSchema | None = None
+    toys: ToysSchema | None = None
+    curves: CurvesSchema | None = None
+    report: ReportSchema | None = None
+    aggregate: AggregateSchema | None = None
+    curvenet: CurvenetSchema | None = None
+
+
+# -- checks -------------------------------------------------------------------------------
+
+
+def _groups(cls: type) -> dict[str, type]:
+    """The fields of ``cls`` that are groups (dataclasses), by name."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        inner = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
+        kind = inner[0] if len(inner) == 1 else hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            out[f.name] = kind
+    return out
+
+
+def schema_keys(cls: type = MTIConfig, prefix: str = "") -> dict[str, Any]:
+    """Every dotted key of the schema and its default (groups expanded)."""
+    out: dict[str, Any] = {}
+    groups = _groups(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if f.name in groups:
+            out.update(schema_keys(groups[f.name], f"{key}."))
+        else:
+            out[key] = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return out
+
+
+def group_schema(path: str) -> type | None:
+    """The dataclass of the group at dotted ``path`` ('' is the root), or None."""
+    cls: type = MTIConfig
+    for part in [p for p in path.split(".") if p]:
+        nxt = _groups(cls).get(part)
+        if nxt is None:
+            return None
+        cls = nxt
+    return cls
+
+
+def _is_number(value: Any, integer: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) if integer else math.isfinite(value)
+
+
+def _check_field(key: str, value: Any, hint: Any, meta: Any) -> None:
+    """One field against its type and rule."""
+    args = typing.get_args(hint)
+    nullable = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if nullable else hint
+    if (value is None and nullable) or (isinstance(value, str) and value == MISSING):
+        return
+    choices = meta.get("choices", ())
+    if choices:
+        if (str(value) if base is Any else value) not in choices:
+            raise MTIConfigError(f"{key} {value!r}; valid: {', '.join(map(str, choices))}")
+        return
+    if base is bool:
+        if not isinstance(value, bool):
+            raise MTIConfigError(f"{key}={value!r}; must be true or false")
+    elif base in (int, float):
+        low, above = meta.get("low"), meta.get("above", False)
+        what = "an integer" if base is int else "a finite number"
+        if low is not None:
+            what += f" {'>' if above else '>='} {low:g}"
+        if nullable:
+            what += " (or null)"
+        ok = _is_number(value, base is int)
+        if ok and low is not None:
+            ok = value > low if above else value >= low
+        if not ok:
+            raise MTIConfigError(f"{key}={value!r}; must be {what}")
+
+
+def _check_lists(cfg: dict[str, Any]) -> None:
+    """The values whose shape a type cannot say."""
+    scale = _get(cfg, "transform.scale")
+    if scale is not _ABSENT:
+        good = (
+            isinstance(scale, (list, tuple))
+            and len(scale) == 2
+            and all(_is_number(v, False) for v in scale)
+            and 0 < scale[0] <= scale[1]
+        )
+        if not good:
+            raise MTIConfigError(
+                f"transform.scale={scale!r}; must be [low, high] with 0 < low <= high, "
+                "e.g. [0.85, 1.0]"
+            )
+    canvas = _get(cfg, "param.canvas")
+    if canvas not in (_ABSENT, None):
+        good = isinstance(canvas, (list, tuple)) and len(canvas) == 2
+        if not (good and all(_is_number(v, True) and v >= 1 for v in canvas)):
+            raise MTIConfigError(f"param.canvas={canvas!r}; must be [height, width] in px, or null")
+    steps = _get(cfg, "callbacks.snapshot_steps")
+    if steps not in (_ABSENT, None):
+        if not isinstance(steps, (list, tuple)):
+            raise MTIConfigError(
+                f"callbacks.snapshot_steps={steps!r}; must be a list of steps, e.g. [0]"
+            )
+        for step in steps:
+            if not (_is_number(step, True) and step >= 0):
+                raise MTIConfigError(
+                    f"callbacks.snapshot_steps={step!r}; must be an integer >= 0"
+                )
+    devices = _get(cfg, "trainer.devices")
+    if devices is not _ABSENT and not _good_devices(devices):
+        raise MTIConfigError(
+            f"trainer.devices={devices!r}; valid: a count >= 1, -1 (every device), auto, or a "
+            "list of device ids such as [0,1]"
+        )
+
+
+def _good_devices(devices: Any) -> bool:
+    if devices == "auto" or (_is_number(devices, True) and (devices >= 1 or devices == -1)):
+        return True
+    if isinstance(devices, str):
+        parts = [p.strip() for p in devices.split(",") if p.strip()]
+        return bool(parts) and all(p.isdigit() for p in parts) and devices != "0"
+    if isinstance(devices, (list, tuple)):
+        return bool(devices) and all(_is_number(d, True) and d >= 0 for d in devices)
+    return False
+
+
+_ABSENT = object()
+
+
+def _get(cfg: Any, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _ABSENT
+        node = node[part]
+    return node
+
+
+def _check_group(cfg: dict[str, Any], cls: type, prefix: str, strict: bool) -> None:
+    hints = typing.get_type_hints(cls)
+    groups = _groups(cls)
+    if strict:
+        names = [f.name for f in dataclasses.fields(cls)]
+        for name in cfg:
+            if name not in names:
+                raise MTIConfigError(unknown_key(f"{prefix}{name}", cfg[name]))
+    for f in dataclasses.fields(cls):
+        if f.name not in cfg:
+            continue
+        value, key = cfg[f.name], f"{prefix}{f.name}"
+        if f.name in groups:
+            if isinstance(value, dict):
+                _check_group(value, groups[f.name], f"{key}.", strict)
+            elif value is not None:
+                raise MTIConfigError(f"{key}={value!r}; must be a group of keys")
+        else:
+            _check_field(key, value, hints[f.name], f.metadata)
+
+
+def unknown_key(key: str, value: Any) -> str:
+    """The message for a key the schema does not hold: the closest keys it does."""
+    near = closest(key, schema_keys(), n=3)
+    return f"{key}={value}: unknown key; closest: {', '.join(near) or 'none'}"
+
+
+def check_config(cfg: dict[str, Any], strict: bool = False) -> None:
+    """Check every value of a composed config (plain data) against the schema: its type, its
+    range or choices; one MTIConfigError naming the first bad key, its value and what would be
+    valid. Keys the config does not hold are skipped; ``strict``: a key the schema does not
+    hold is an error too (the config as composed, before the engine adds its own)."""
+    _check_group(cfg, MTIConfig, "", strict)
+    _check_lists(cfg)
+
+
+def explain(key: str, value: Any) -> str | None:
+    """The check's message for ``key`` set to ``value`` alone, or None when it passes."""
+    *parents, last = key.split(".")
+    node: dict[str, Any] = {last: value}
+    for part in reversed(parents):
+        node = {part: node}
+    try:
+        check_config(node)
+    except MTIConfigError as err:
+        return str(err)
+    return None
