@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.io import write_text
 from mti_lightning.face.config_check import check_composed, composition_error
+from mti_lightning.face.console import quiet_console
 from mti_lightning.face.failures import clear_failure, record_failure, report_failures
 from mti_lightning.face.tasks import run_task
 
@@ -31,13 +31,12 @@ def _resolve(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _quiet_lightning() -> None:
-    """Lightning's messages go through Hydra's log handlers once (not twice), and the warning
-    about a frozen network in eval mode, which a search intends, is dropped."""
+    """Lightning's messages go through Hydra's log handlers once (not twice), without what
+    tells a user nothing about the run (``face/console.py``)."""
     import lightning  # noqa: F401  (adds its own console handler on import)
 
     logging.getLogger("lightning").handlers.clear()
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    quiet_console()
 
 
 def _default_group(config: dict[str, Any]) -> None:
