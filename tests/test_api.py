@@ -182,10 +182,12 @@ def test_search_result_saves_shows_and_tabulates(tmp_path):
 def test_visualize_and_accentuate(tmp_path):
     up = mti.visualize("curvenet", "bn2:19@center", canvas=[40, 40], run_dir=tmp_path / "v", **TINY)
     assert up.record["kind"] == "visualize" and up.inversions is None
+    assert up.rows[0]["end_activation"] > up.rows[0]["start_activation"]  # raised
     down = mti.visualize(
         "curvenet", "bn2:19@center", negative=True, canvas=[40, 40], run_dir=tmp_path / "n", **TINY
     )
     assert down.record["kind"] == "visualize_neg"
+    assert down.rows[0]["end_activation"] < down.rows[0]["start_activation"]  # lowered
     acc = mti.accentuate(
         "curvenet", up.images[0], "bn2:19@center", canvas=[40, 40], run_dir=tmp_path / "a", **TINY
     )
