@@ -21,9 +21,9 @@ from mti_lightning.core.errors import MTIConfigError, closest
 MISSING = "???"  # OmegaConf's mark of a value the user must give
 
 SEARCH_KINDS = ("mti", "visualize", "visualize_neg", "invert", "accentuate")
-ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
-PRECISIONS = ("32", "32-true", "64", "64-true", "16", "16-mixed", "16-true")
-PRECISIONS += ("bf16", "bf16-mixed", "bf16-true", "transformer-engine")
+# what the trainer supports (shells/trainer.py checks the device can run it)
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64")
 
 
 def _rule(
@@ -150,7 +150,7 @@ class LoggerSchema:
     group: str | None = None
     name: str | None = None
     mode: str = _rule("auto", choices=("auto", "online", "offline"))
-    max_unit_curves: int = _rule(16, low=0)
+    max_unit_curves: int = 16  # per-step curves for the first N images (shells check it)
 
 
 @dataclass
@@ -231,15 +231,15 @@ class CompareSchema:
     units: Any = 16  # per model: a count (seeded sample of the layer's channels), all, a list
     unit_seed: int = 0
     images: str | None = None  # a folder of images; null: synthetic curve images
-    n_images: int = _rule(64, low=1)
+    n_images: int = 64
     checkpoints: dict[str, Any] = field(default_factory=dict)  # {model: local state dict}
     attribution_layers: dict[str, Any] = field(default_factory=dict)  # {model: layer}
-    search_units: int = _rule(4, low=0)  # units per model in its MTI search; 0: none
-    batch_size: int = _rule(64, low=1)  # (unit, image) pairs per attribution pass
+    search_units: int = 4  # units per model in its MTI search; 0: none
+    batch_size: int = 64  # (unit, image) pairs per attribution pass
     train: bool = True  # train timm models without weights on the curves world (or reuse)
     recipes: Any = None  # {model: recipe overrides}, e.g. {resnet10t: {epochs: 3}}
     cache_dir: str | None = None  # null: $MTI_TRAINED_CACHE or ~/.cache/mti-lightning/trained
-    tuning_images: int = _rule(1200, low=1)
+    tuning_images: int = 1200  # the comparison checks its ranges (compare/run.py)
     tuning_seed: int = 7
     report_to: str | None = None  # also copy compare_report.md and .png into this folder
 
