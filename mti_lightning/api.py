@@ -9,10 +9,15 @@ compare architectures.
     result.rows, result.images, result.run_dir
 
 Every function composes the same config the ``mti`` command composes (``conf/``), updates it
-with its arguments, and runs the same code (``search.job.run_search``, ``atlas.run_atlas``,
-``compare.run.run_compare``): nothing exists in only one of the two faces. Options mirror the
-config keys: a bare key of one group (``lr=0.1`` is ``search.lr``, ``canvas=[64, 64]`` is
-``param.canvas``, ``jitter=0.1`` is ``transform.jitter``), a dotted key
+with its arguments through one resolver (``face/api_config.build_config``), checks it once
+against the schema (``core/config_schema.py``), and runs the same code
+(``search.job.run_search``, ``atlas.run_atlas``, ``compare.run.run_compare``,
+``world.train_job.run_training``): nothing exists in only one of the two faces. Each returns a
+result object with ``.run_dir``, ``.rows`` and a notebook display. Options mirror the config
+keys: a bare key of the call's own group first (``lr=0.1`` is ``search.lr`` in a search and
+``train.lr`` in ``train``; ``grid`` is ``atlas.grid``; ``units`` is ``compare.units``), else of
+the one shared group holding it (``canvas=[64, 64]`` is ``param.canvas``, ``jitter=0.1`` is
+``transform.jitter``), a dotted key
 (``**{"search.inversions.steps": 20}``), a group as a dict (``transform={"rotate": 5}``), or a
 group's choice by name (``param="pixel"``, ``transform="none"``, ``trainer="ddp"``). Lightning's
 ``devices``, ``strategy``, ``precision``, ``accelerator`` and ``num_nodes`` go to the trainer;
