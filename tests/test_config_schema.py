@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from mti_lightning.atlas.config import AtlasConfig
-from mti_lightning.core.config_schema import AtlasSchema, schema_keys
+from mti_lightning.core.config_checks import schema_keys
+from mti_lightning.core.config_schema import AtlasSchema
 from mti_lightning.face.api_config import compose
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

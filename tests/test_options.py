@@ -10,7 +10,8 @@ import typing
 
 import pytest
 
-from mti_lightning.core.config_schema import MTIConfig, check_config, explain, schema_keys
+from mti_lightning.core.config_checks import check_config, explain, schema_keys
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.face.api_config import compose
 

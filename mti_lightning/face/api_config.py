@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mti_lightning.core.config_schema import check_config
+from mti_lightning.core.config_checks import check_config
 from mti_lightning.core.errors import MTIConfigError, closest
 from mti_lightning.core.models import LoadedModel, load_model
 from mti_lightning.face.config_check import check_composed, composed

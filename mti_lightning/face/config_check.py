@@ -11,7 +11,7 @@ from typing import Any
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
-from mti_lightning.core.config_schema import check_config, explain, unknown_key
+from mti_lightning.core.config_checks import check_config, explain, unknown_key
 from mti_lightning.core.errors import MTIConfigError
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from mti_lightning.core.attribution import attribute
-from mti_lightning.core.config_schema import check_config
+from mti_lightning.core.config_checks import check_config
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import FeatureSpec, Readout, build_readout
 from mti_lightning.core.inversion import inversion_objective
