@@ -9,10 +9,15 @@ compare architectures.
     result.rows, result.images, result.run_dir
 
 Every function composes the same config the ``mti`` command composes (``conf/``), updates it
-with its arguments, and runs the same code (``search.job.run_search``, ``atlas.run_atlas``,
-``compare.run.run_compare``): nothing exists in only one of the two faces. Options mirror the
-config keys: a bare key of one group (``lr=0.1`` is ``search.lr``, ``canvas=[64, 64]`` is
-``param.canvas``, ``jitter=0.1`` is ``transform.jitter``), a dotted key
+with its arguments through one resolver (``face/api_config.build_config``), checks it once
+against the schema (``core/config_schema.py``), and runs the same code
+(``search.job.run_search``, ``atlas.run_atlas``, ``compare.run.run_compare``,
+``world.train_job.run_training``): nothing exists in only one of the two faces. Each returns a
+result object with ``.run_dir``, ``.rows`` and a notebook display. Options mirror the config
+keys: a bare key of the call's own group first (``lr=0.1`` is ``search.lr`` in a search and
+``train.lr`` in ``train``; ``grid`` is ``atlas.grid``; ``units`` is ``compare.units``), else of
+the one shared group holding it (``canvas=[64, 64]`` is ``param.canvas``, ``jitter=0.1`` is
+``transform.jitter``), a dotted key
 (``**{"search.inversions.steps": 20}``), a group as a dict (``transform={"rotate": 5}``), or a
 group's choice by name (``param="pixel"``, ``transform="none"``, ``trainer="ddp"``). Lightning's
 ``devices``, ``strategy``, ``precision``, ``accelerator`` and ``num_nodes`` go to the trainer;
@@ -36,13 +41,9 @@ from torch import nn
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.models import load_model as _load_model
-from mti_lightning.face.api_config import (
-    MODEL_KEYS,
-    build_config,
-    loaded_model,
-    run_dir_for,
-    write_config,
-)
+from mti_lightning.face.api_config import build_config, loaded_model, run_dir_for, write_config
+from mti_lightning.face.console import quiet_console
+from mti_lightning.face.results import CompareResult, TrainResult
 
 if TYPE_CHECKING:
     from mti_lightning.atlas.result import AtlasResult
@@ -89,14 +90,14 @@ def search(
     ``accentuate`` (the last two need ``image=``). ``steps`` defaults to the config's."""
     from mti_lightning.search.job import KINDS, run_search
 
+    quiet_console()
     if kind not in KINDS:
         raise MTIConfigError(f"kind {kind!r}; valid: {', '.join(KINDS)}")
     group = "visualize" if kind == "visualize_neg" else kind
-    cfg, logger = build_config([f"search={group}"], model, options)
-    cfg["search"]["kind"] = kind
-    cfg["target"] = targets
+    fixed = {"search.kind": kind, "target": targets}
     if steps is not None:
-        cfg["search"]["steps"] = steps
+        fixed["search.steps"] = steps
+    cfg, logger = build_config([f"search={group}"], model, options, "search", fixed)
     lm = loaded_model(model, cfg)
     out = run_dir_for(run_dir)
     result = run_search(cfg, out, lm, logger)  # bad input fails before anything is written
@@ -196,19 +197,14 @@ def atlas(
     ``run_dir`` skips every stage whose result is up to date."""
     from mti_lightning.atlas.face import atlas_from_config
 
-    options = {**options, "atlas.layers": [layers] if isinstance(layers, str) else list(layers)}
-    atlas_options = {}
-    for name in list(options):
-        if "." not in name and name not in ("logger", "seed", *MODEL_KEYS):
-            atlas_options[f"atlas.{name}"] = options.pop(name)
-    dataset = None
-    if isinstance(data, (str, Path)):
-        atlas_options["atlas.data"] = str(data)
-    else:
-        dataset = data
-        atlas_options["atlas.data"] = f"dataset:{type(data).__name__}"
-    cfg, logger = build_config(["experiment=atlas"], model, {**options, **atlas_options})
-    cfg["target"] = target
+    quiet_console()
+    dataset = None if isinstance(data, (str, Path)) else data
+    fixed = {
+        "atlas.layers": [layers] if isinstance(layers, str) else list(layers),
+        "atlas.data": str(data) if dataset is None else f"dataset:{type(data).__name__}",
+        "target": target,
+    }
+    cfg, logger = build_config(["experiment=atlas"], model, options, "atlas", fixed)
     lm = loaded_model(model, cfg)
     out = run_dir_for(run_dir)
     result = atlas_from_config(cfg, out, stage, lm=lm, dataset=dataset, logger=logger)
@@ -221,46 +217,45 @@ def compare(
     layers: Any = 0.5,
     run_dir: str | Path | None = None,
     **options: Any,
-) -> list[dict[str, Any]]:
+) -> CompareResult:
     """Compare architectures: orientation tuning, E+, E-, tension and tension ratio of the
     units of one layer per model (``layers``: a relative depth, a layer name, or ``{model: ...,
     default: ...}``) on a common image set, plus an MTI search of a few units per model; timm
     models without weights are trained on the curves world first (or reused from the cache).
     ``options``: the ``compare.*`` keys (``units``, ``n_images``, ``search_units``, ``train``,
-    ``recipes``, ``cache_dir``, ...) and the search's. Returns the table's rows; the report
-    lands in the run directory."""
+    ``recipes``, ``cache_dir``, ...) and the search's. Returns the table's rows (a
+    :class:`~mti_lightning.face.results.CompareResult`: iterate it as the list of rows; it shows
+    the report in Jupyter); the report lands in the run directory."""
     from mti_lightning.compare.run import run_compare
 
-    compare_keys = ("units", "unit_seed", "images", "n_images", "checkpoints")
-    compare_keys += ("attribution_layers", "search_units", "batch_size", "train", "recipes")
-    compare_keys += ("cache_dir", "tuning_images", "tuning_seed", "report_to")
-    options = {(f"compare.{k}" if k in compare_keys else k): v for k, v in options.items()}
-    cfg, _ = build_config(["experiment=compare"], None, options)
-    cfg["models"], cfg["layers"] = list(models), layers
+    quiet_console()
+    fixed = {"models": list(models), "layers": layers}
+    cfg, _ = build_config(["experiment=compare"], None, options, "compare", fixed)
     out = run_dir_for(run_dir)
     write_config(cfg, out)
-    return run_compare(cfg, out)
+    return CompareResult(out, run_compare(cfg, out))
 
 
-def train(model: str, run_dir: str | Path | None = None, **options: Any) -> dict[str, Any]:
+def train(model: str, run_dir: str | Path | None = None, **options: Any) -> TrainResult | None:
     """Train network ``model`` (a timm name, ``torchvision:NAME`` or ``curvenet``) from random
     init on the curves world, or an ImageFolder (``data=PATH``), as ``mti experiment=train``
     does. ``options``: the ``train.*`` keys (``epochs``, ``lr``, ``train_size``, ...; unset
     ones come from the model's measured recipe) and Lightning's. Returns the record of the
-    weights (``record["weights"]``, which ``load_model(model, checkpoint=...)`` loads):
-    constructor, recipe, held-out accuracy, training time."""
-    from mti_lightning.world.train import DEFAULT_RECIPE
+    weights as a :class:`~mti_lightning.face.results.TrainResult` (``result["weights"]``, which
+    ``load_model(model, checkpoint=...)`` loads; constructor, recipe, held-out accuracy,
+    training time)."""
     from mti_lightning.world.train_job import run_training
 
+    quiet_console()
     if not isinstance(model, str):
         raise MTIConfigError(
             f"train takes a model name (timm, torchvision:NAME or curvenet), not a "
             f"{type(model).__name__}"
         )
-    train_keys = (*DEFAULT_RECIPE, "out")
-    options = {(f"train.{k}" if k in train_keys else k): v for k, v in options.items()}
-    cfg, logger = build_config(["experiment=train"], model, options)
+    cfg, logger = build_config(["experiment=train"], model, options, "train")
     out = run_dir_for(run_dir)
     record = run_training(cfg, out, logger=logger)
+    if record is None:  # a DDP process other than the first
+        return None
     write_config(cfg, out)
-    return record
+    return TrainResult(out, record)

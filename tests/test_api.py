@@ -182,10 +182,12 @@ def test_search_result_saves_shows_and_tabulates(tmp_path):
 def test_visualize_and_accentuate(tmp_path):
     up = mti.visualize("curvenet", "bn2:19@center", canvas=[40, 40], run_dir=tmp_path / "v", **TINY)
     assert up.record["kind"] == "visualize" and up.inversions is None
+    assert up.rows[0]["end_activation"] > up.rows[0]["start_activation"]  # raised
     down = mti.visualize(
         "curvenet", "bn2:19@center", negative=True, canvas=[40, 40], run_dir=tmp_path / "n", **TINY
     )
     assert down.record["kind"] == "visualize_neg"
+    assert down.rows[0]["end_activation"] < down.rows[0]["start_activation"]  # lowered
     acc = mti.accentuate(
         "curvenet", up.images[0], "bn2:19@center", canvas=[40, 40], run_dir=tmp_path / "a", **TINY
     )
@@ -219,16 +221,30 @@ def test_bad_arguments_are_one_clear_error(call, message, tmp_path, monkeypatch)
     assert not (tmp_path / "outputs").exists()  # nothing written before the error
 
 
-def test_pretrained_torchvision_weights_or_a_clear_error():
-    """Where the weights can be fetched they load with their normalisation; where they
-    cannot (no network), the error says so and how to load local weights."""
-    try:
-        lm = mti.load_model("torchvision:squeezenet1_1", pretrained=True)
-    except MTIConfigError as err:
-        assert "could not fetch pretrained weights for torchvision:squeezenet1_1" in str(err)
-        assert "checkpoint=PATH" in str(err)
-    else:
-        assert lm.trained and lm.input_size == (3, 224, 224) and lm.std == (0.229, 0.224, 0.225)
+def test_unreachable_pretrained_weights_are_a_clear_error_and_local_weights_load(
+    tmp_path, monkeypatch
+):
+    """No network, on purpose (an empty weights cache and a proxy that refuses every
+    connection): the error says so and how to load local weights; those local weights load
+    with the model's normalisation."""
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(MTIConfigError) as err:
+        mti.load_model("torchvision:squeezenet1_1", pretrained=True)
+    assert "could not fetch pretrained weights for torchvision:squeezenet1_1" in str(err.value)
+    assert "checkpoint=PATH" in str(err.value)
+    torch.manual_seed(3)
+    local = torchvision.models.squeezenet1_1()
+    torch.save(local.state_dict(), tmp_path / "w.pt")
+    lm = mti.load_model("torchvision:squeezenet1_1", checkpoint=tmp_path / "w.pt")
+    assert lm.trained and lm.input_size == (3, 224, 224) and lm.std == (0.229, 0.224, 0.225)
+    first = next(iter(local.state_dict()))
+    assert torch.equal(lm.model.state_dict()[first], local.state_dict()[first])
 
 
 def test_load_model_normalisation_and_freezing():
@@ -243,7 +259,9 @@ def test_load_model_normalisation_and_freezing():
 
 
 def test_compare_wraps_the_comparison(tmp_path):
-    rows = mti.compare(
+    from mti_lightning.face.results import CompareResult
+
+    result = mti.compare(
         ["curvenet"],
         layers="bn2",
         units=[19, 5],
@@ -252,8 +270,13 @@ def test_compare_wraps_the_comparison(tmp_path):
         logger="csv",
         run_dir=tmp_path / "c",
     )
+    assert isinstance(result, CompareResult) and result.run_dir == tmp_path / "c"
+    rows = list(result)  # the rows, as the call returned them before it had a result object
+    assert rows == result.rows and len(result) == 2 and result[0] == rows[0]
     assert sorted(r["unit"] for r in rows) == [5, 19] and {r["model"] for r in rows} == {"curvenet"}
     assert (tmp_path / "c" / "config.yaml").is_file()
+    assert result._repr_png_() == (tmp_path / "c" / "compare_report.png").read_bytes()
+    assert "curvenet" in result._repr_html_() and "<img" in result._repr_html_()
 
 
 def test_checkpoint_is_the_models_weights_or_the_checkpoint_group():
@@ -266,3 +289,39 @@ def test_checkpoint_is_the_models_weights_or_the_checkpoint_group():
     assert isinstance(cfg["checkpoint"], dict)
     cfg, _ = build_config(["search=mti"], "resnet18", {"checkpoint": {"every_n_steps": 5}})
     assert cfg["checkpoint"]["every_n_steps"] == 5 and cfg["model"]["checkpoint"] is None
+
+
+def test_one_resolver_for_every_call_takes_each_calls_own_keys_first():
+    """A bare option is the call's own group's key (``lr`` is ``search.lr`` in a search,
+    ``train.lr`` in a training; ``train`` is ``compare.train`` in a comparison), then a
+    top-level key, Lightning's, or the one shared group that holds it."""
+    from mti_lightning.face.api_config import build_config
+
+    cfg, _ = build_config(["experiment=train"], "resnet10t", {"lr": 0.01, "epochs": 2}, "train")
+    assert cfg["train"]["lr"] == 0.01 and cfg["train"]["epochs"] == 2
+    assert cfg["search"]["lr"] == 0.05  # the schema's default, untouched
+    cfg, _ = build_config(["search=mti"], "curvenet", {"lr": 0.2, "devices": 2}, "search")
+    assert cfg["search"]["lr"] == 0.2 and cfg["trainer"]["devices"] == 2
+    cfg, _ = build_config(
+        ["experiment=compare"], None, {"train": False, "steps": 7, "units": "all"}, "compare"
+    )
+    assert cfg["compare"]["train"] is False and cfg["compare"]["units"] == "all"
+    assert cfg["search"]["steps"] == 7 and cfg["train"] is None
+    cfg, _ = build_config(["experiment=atlas"], "curvenet", {"grid": 4, "seed": 5}, "atlas")
+    assert cfg["atlas"]["grid"] == 4 and cfg["atlas"]["seed"] == 5
+    with pytest.raises(MTIConfigError, match="train.epochs=0.5; must be an integer"):
+        build_config(["experiment=train"], "resnet10t", {"epochs": 0.5}, "train")
+    with pytest.raises(MTIConfigError, match="trainer.devices=0; valid"):
+        build_config(["search=mti"], "curvenet", {"devices": 0}, "search")
+
+
+def test_the_model_group_is_found_in_this_editable_install():
+    """``conf/`` sits at the repository root and installs as ``mti_lightning.conf``; the
+    model group is found through that package (the wheel's layout: tests/test_packaging.py)."""
+    from importlib.resources import files
+
+    from mti_lightning.face.api_config import _model_group
+
+    assert files("mti_lightning.conf").joinpath("model", "vit_tiny.yaml").is_file()
+    assert _model_group("vit_tiny") == ["model=vit_tiny"]
+    assert _model_group("vit_tiny_patch16_224") == [] and _model_group(None) == []

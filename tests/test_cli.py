@@ -68,6 +68,30 @@ def test_search_run_directory_from_another_working_directory(tmp_path):
     assert tensors["images"].shape == (1, 3, 32, 32) and tensors["plus"].shape == (1, 3, 32, 32)
 
 
+def test_the_quick_starts_console_holds_no_advert_or_stale_warning(tmp_path):
+    """``mti`` as the quick start runs it (W&B logger, offline), shortened: Lightning's
+    litlogger tip and W&B's anonymous-setting warning are gone, the run's own output stays."""
+    env = dict(os.environ, WANDB_MODE="offline")
+    env.pop("WANDB_API_KEY", None)
+    env.pop("PYTHONWARNINGS", None)
+    args = ["search.steps=2", "search.draws=2", "search.inversions.steps=1"]
+    out = subprocess.run(
+        [MTI, *args, "target.channel=[19]"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    console = out.stdout + out.stderr
+    assert "litlogger" not in console and "Tip:" not in console
+    assert "anonymous setting" not in console
+    assert "bn2:19@center" in out.stdout and "mti: run directory" in out.stdout
+    (run,) = (tmp_path / "outputs").glob("*/*")
+    assert list((run / "wandb").glob("offline-run-*"))
+
+
 BAD = [
     (["model.name=resnet_nope"], "unknown model 'resnet_nope'"),
     (["target=layer9.0.conv1:3@center"], "unknown layer 'layer9.0.conv1'"),
@@ -84,12 +108,10 @@ BAD = [
 
 
 def _compose(overrides: list[str]) -> dict:
-    from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
+    """The config as the command composes it (bad keys and values fail here, checked once)."""
+    from mti_lightning.face.api_config import compose
 
-    with initialize_config_module("mti_lightning.conf", version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)
+    return compose(overrides)
 
 
 @pytest.mark.parametrize("override,message", BAD, ids=[b[1][:24] for b in BAD])
@@ -109,6 +131,29 @@ def test_bad_input_on_the_command_line_one_line_exit_2(tmp_path, override, messa
     errors = [line for line in out.stderr.splitlines() if line.startswith("mti: error:")]
     assert len(errors) == 1 and message in errors[0], out.stderr[-2000:]
     assert not list(tmp_path.glob("outputs/*/*/checkpoints"))
+
+
+# what a new user tries first: each ends in one line naming the key, the value and what
+# would be valid (or the closest key), exit code 2, before any work
+NEW_USER = [
+    (["trainer.devices=0"], "trainer.devices=0; valid: a count >= 1, -1 (every device), auto"),
+    (["hydra.run.dir=/proc/x"], "hydra.run.dir=/proc/x: cannot make the run directory"),
+    (["trainer.max_steps=abc"], "trainer.max_steps=abc: unknown key; closest: train.max_steps"),
+    (["logger=neptune"], "logger=neptune: no such logger config; valid: csv, wandb"),
+    (["search.steps=abc"], "search.steps='abc'; must be an integer >= 1"),
+    (["experiment=atlas", "atlas.grid=0"], "atlas.grid=0; must be an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize("args,message", NEW_USER, ids=[a[0][-1] for a in NEW_USER])
+def test_a_new_users_bad_value_is_one_line_exit_2(tmp_path, args, message):
+    out = mti(args, cwd=tmp_path, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip() == f"mti: error: {message}" or (
+        out.stderr.strip().startswith(f"mti: error: {message}")
+        and "\n" not in out.stderr.strip()
+    ), out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and not list(tmp_path.glob("outputs/*/*/config.yaml"))
 
 
 def test_not_an_image_file(tmp_path):
@@ -132,37 +177,42 @@ def test_inversion_of_an_image_file(tmp_path):
 
 @pytest.mark.slow
 def test_killed_search_resumes_to_the_same_images(tmp_path):
-    args = [
-        *TINY,
-        "search.steps=120",
-        "checkpoint.every_n_steps=10",
-        "search.inversions.enabled=false",
-    ]
-    whole = mti([*args, "hydra.run.dir=whole"], cwd=tmp_path)
+    args = [*TINY, "checkpoint.every_n_steps=10", "search.inversions.enabled=false"]
+    whole = mti([*args, "search.steps=120", "hydra.run.dir=whole"], cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr[-3000:]
     run = tmp_path / "killed"
     env = dict(os.environ, WANDB_MODE="offline")
+    # a run that cannot end before it is killed, however fast the machine: its step count only
+    # bounds the trainer (each step's draws depend on the seed and the step alone), so resuming
+    # it with search.steps=120 finishes the same computation as the whole run
     proc = subprocess.Popen(
-        [MTI, *args, "hydra.run.dir=killed"],
+        [MTI, *args, "search.steps=1000000", "hydra.run.dir=killed"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    deadline = time.time() + 240
-    while not (run / "checkpoints" / "step000020.ckpt").exists():
-        assert proc.poll() is None and time.time() < deadline, "run ended before it could be killed"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        while not (run / "checkpoints" / "step000020.ckpt").exists():
+            assert proc.poll() is None, "the run ended before it wrote its step-20 checkpoint"
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGSTOP)  # stop it where it is, then read where that is
+        last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert 10 <= last["global_step"] < 120, last["global_step"]  # killed midway
     assert not (run / "tensors.safetensors").exists()
-    resumed = mti([*args, "hydra.run.dir=killed", "checkpoint.resume=true"], cwd=tmp_path)
+    resumed = mti(
+        [*args, "search.steps=120", "hydra.run.dir=killed", "checkpoint.resume=true"], cwd=tmp_path
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     record = json.loads((run / "metrics.json").read_text())
-    assert record["resumed_from"].endswith("last.ckpt")
+    assert record["resumed_from"].endswith("last.ckpt") and record["steps_run"] == 120
     a = load_tensors(tmp_path / "whole" / "tensors.safetensors")["images"]
     b = load_tensors(run / "tensors.safetensors")["images"]
+    # two processes: the same kernels on the same machine, within float rounding
     assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()
 
 

@@ -1,16 +1,18 @@
 """Every option of the attribution atlas as one flat dataclass of plain fields.
 
-Each field maps 1:1 to a key of the YAML config (``mti experiment=atlas``) and to a
-``--field`` flag of ``python -m mti_lightning.atlas``. Values are checked when the
-config is built, so a bad option fails before any work starts.
+Each ``atlas.*`` key of the config (``mti experiment=atlas``) is a field of the schema's
+``AtlasSchema``, its one source of defaults; this class adds the model and the feature and the
+atlas's own checks. Values are checked when the config is built, so a bad option fails before
+any work starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from mti_lightning.core.config_schema import AtlasSchema
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import FeatureSpec, parse_feature
 
@@ -18,8 +20,9 @@ UMAP_METRICS = ("cosine", "euclidean", "correlation", "manhattan", "chebyshev")
 
 
 @dataclass
-class AtlasConfig:
-    """Options of an atlas run (see DESIGN.md section 1, "attribution atlas").
+class AtlasConfig(AtlasSchema):
+    """Options of an atlas run: the ``atlas.*`` keys, whose defaults are the schema's
+    (:class:`~mti_lightning.core.config_schema.AtlasSchema`), plus the model and the feature.
 
     ``data``: ``curves`` (the built-in curve images, written to ``data_root`` or
     ``<run_dir>/data/curves``), a path to an image folder (ImageFolder layout or any tree of
@@ -32,64 +35,11 @@ class AtlasConfig:
     and ``feature`` from their ``model=`` and ``target=`` (``atlas/face.py``).
     """
 
-    # data
-    data: str = "curves"
-    data_root: str = ""
-    curves_n: int = 4000
-    curves_seed: int = 4000
-    curves_two_arc_fraction: float = 0.3
-    # model and feature
     model: str = "curvenet"
     pretrained: bool = False
     checkpoint: str = ""
     input_size: int | list[int] = 0  # side of a square input in px, or [C, H, W]; 0: own
     feature: str = "bn2:19@center"
-    layers: list[str] = field(default_factory=lambda: ["pool1"])
-    # dataset pass
-    batch_size: int = 256
-    shard_size: int = 512
-    num_workers: int = 0
-    store_maps: bool = True  # keep the atlas layer's maps in the shards (else recomputed)
-    crop_maps: bool = True  # ...cropped to the feature's window at that layer
-    accelerator: str = "cpu"
-    devices: int = 1
-    strategy: str = "auto"
-    precision: str = "32"
-    fast_net: bool = True  # pass and icons on a copy rewritten for speed (core.fastnet)
-    # selection: the union of these top/bottom-k sets (0 switches a criterion off)
-    top_activation: int = 300
-    bottom_activation: int = 300
-    top_l1: int = 300
-    top_l2: int = 0
-    top_e_plus: int = 0
-    top_e_minus: int = 300
-    top_tension: int = 0
-    # embedding
-    umap_n_neighbors: int = 15
-    umap_min_dist: float = 0.1
-    umap_metric: str = "cosine"
-    umap_n_epochs: int = 0  # 0: UMAP's own default
-    layout_clip: float = 0.01  # per-axis quantile clipped off each end of the layout
-    seed: int = 0
-    # icons
-    grid: int = 30  # the layout is cut into grid x grid cells
-    min_images: int = 3  # a cell gets an icon when it holds at least this many images
-    icon_steps: int = 128
-    icon_lr: float = 0.05
-    icon_draws: int = 2
-    icon_power: float = 2.0
-    icon_inhibition_boost: float = 2.0
-    icon_canvas: int = 128  # side of the icon canvas in px (0: the model's input side)
-    icon_scale_min: float = 0.9
-    icon_jitter: float = 0.03
-    icon_noise: float = 0.02
-    crop_icons: bool = True
-    split_icons: bool = False  # also render each cell's + and - parts separately
-    # atlas and viewer
-    atlas_size: int = 1800  # side of the atlas PNG in px (rounded down to whole cells)
-    viewer_thumbnails: int = 24  # data set images shown per cell in the viewer
-    thumbnail_size: int = 48
-    searches: list[str] = field(default_factory=list)  # search runs marked in the viewer
 
     def __post_init__(self) -> None:
         self.layers = list(self.layers)

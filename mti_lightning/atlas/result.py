@@ -41,6 +41,15 @@ class AtlasResult:
         """Images of the data set that did not decode (skipped by the dataset pass)."""
         return int(self.stages.get("dataset_pass", {}).get("n_failed", 0))
 
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per stage: its name, whether it was up to date, and its recorded numbers."""
+        plain = (str, int, float, bool)
+        return [
+            {"stage": name, **{k: v for k, v in rec.items() if isinstance(v, plain)}}
+            for name, rec in self.stages.items()
+        ]
+
     def _repr_png_(self) -> bytes | None:
         return self.atlas_png.read_bytes() if self.atlas_png.is_file() else None
 

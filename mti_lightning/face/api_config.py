@@ -1,8 +1,10 @@
 """The config of a Python API call: the config the ``mti`` command composes (``conf/``),
 updated by the call's keyword options, and the call's run directory.
 
-Options mirror the config keys: a bare key of one group (``lr`` is ``search.lr``), a dotted
-key, a group as a dict, or a group's choice by name; Lightning's ``devices``, ``strategy``,
+Options mirror the config keys (the schema's, ``core/config_schema.py``): a bare key of the
+call's own group (``lr`` is ``search.lr`` in a search, ``train.lr`` in a training, ``grid`` is
+``atlas.grid``) or of the one shared group that holds it, a dotted key, a group as a dict, or a
+group's choice by name; Lightning's ``devices``, ``strategy``,
 ``precision``, ``accelerator`` and ``num_nodes`` go to the trainer, and ``logger`` is a logger
 kind, None, or a Lightning logger object.
 """
@@ -17,8 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from mti_lightning.core.config_checks import check_config
 from mti_lightning.core.errors import MTIConfigError, closest
 from mti_lightning.core.models import LoadedModel, load_model
+from mti_lightning.face.config_check import check_composed, composed
 
 Model = str | nn.Module | LoadedModel
 GROUPS = ("search", "param", "transform", "callbacks", "trainer", "checkpoint", "model")
@@ -28,21 +32,23 @@ MODEL_KEYS = ("input_size", "mean", "std", "pretrained", "checkpoint")
 
 
 def compose(overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """The config the ``mti`` command composes for ``overrides`` (``conf/``), as plain data."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
+    """The config the ``mti`` command composes for ``overrides`` (``conf/``), as plain data,
+    checked against the schema (a bad key or value is one MTIConfigError)."""
     from omegaconf import OmegaConf
 
-    with initialize_config_module("mti_lightning.conf", version_base="1.3"):
-        cfg = hydra_compose("config", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)
+    cfg = OmegaConf.to_container(composed(overrides), resolve=True)
+    check_composed(cfg)
+    return cfg
 
 
 def _model_group(model: Model | None) -> list[str]:
-    """``model=NAME`` where ``conf/model/NAME.yaml`` exists, so its defaults apply."""
+    """``model=NAME`` where the installed configs hold ``model/NAME.yaml`` (read through the
+    package ``mti_lightning.conf``, so an editable and a wheel install agree), so its
+    defaults apply."""
     if isinstance(model, str) and model:
-        conf = Path(__file__).resolve().parents[1] / "conf" / "model" / f"{model}.yaml"
-        if conf.is_file():
+        from importlib.resources import files
+
+        if files("mti_lightning.conf").joinpath("model", f"{model}.yaml").is_file():
             return [f"model={model}"]
     return []
 
@@ -70,12 +76,18 @@ def _set(cfg: dict[str, Any], dotted: str, value: Any) -> None:
         node[last] = value
 
 
-def _key_of(cfg: dict[str, Any], name: str, value: Any = None) -> str:
-    """The dotted config key that option ``name`` (set to ``value``) means; ``checkpoint=PATH``
-    is the model's weights, ``checkpoint={...}`` the search's checkpoint group."""
+def _key_of(cfg: dict[str, Any], name: str, value: Any = None, own: str = "search") -> str:
+    """The dotted config key that option ``name`` (set to ``value``) means, for a call whose
+    own group is ``own`` (``search``, ``atlas``, ``compare``, ``train``): a dotted key as it
+    is; ``checkpoint=PATH`` and the other model keys the model's; a key of the call's own group;
+    a top-level key; Lightning's keys the trainer's; else the one shared group holding it."""
+    if "." in name:
+        return name
     if name in MODEL_KEYS and not isinstance(value, Mapping):
         return f"model.{name}"
-    if "." in name or name in cfg:
+    if isinstance(cfg.get(own), dict) and name in cfg[own]:
+        return f"{own}.{name}"
+    if name in cfg:
         return name
     if name in LIGHTNING:
         return f"trainer.{name}"
@@ -87,17 +99,24 @@ def _key_of(cfg: dict[str, Any], name: str, value: Any = None) -> str:
             f"option {name!r} is ambiguous: {' or '.join(hits)}; pass it dotted "
             f"(**{{{hits[0]!r}: ...}}) or as a group dict ({hits[0].split('.')[0]}={{...}})"
         )
-    known = [k for g in GROUPS if isinstance(cfg.get(g), dict) for k in cfg[g]]
+    known = [k for g in (own, *GROUPS) if isinstance(cfg.get(g), dict) for k in cfg[g]]
     raise MTIConfigError(
         f"unknown option {name!r}; closest config keys: {closest(name, [*known, *cfg])}"
     )
 
 
 def build_config(
-    base: Sequence[str], model: Model | None, options: Mapping[str, Any]
+    base: Sequence[str],
+    model: Model | None,
+    options: Mapping[str, Any],
+    own: str = "search",
+    fixed: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], Any]:
-    """The composed config for ``base`` overrides and the model, updated by ``options``; and
-    the logger object when ``options['logger']`` is one (else None)."""
+    """The one resolver of a call's keyword options: the config composed for ``base``
+    overrides and the model, updated by ``options`` (bare names resolved by :func:`_key_of`
+    for a call whose own group is ``own``) and then by ``fixed`` (dotted keys the call sets
+    itself: the target, the models, ...), checked once against the schema. Returns it and the
+    logger object when ``options['logger']`` is one (else None)."""
     options = dict(options)
     logger = options.pop("logger", "__config__")
     overrides = [*base, *_model_group(model)]
@@ -115,7 +134,14 @@ def build_config(
     if isinstance(model, str) and model and not _model_group(model):
         cfg["model"]["name"] = model
     for name, value in options.items():
-        _set(cfg, _key_of(cfg, name, value), value)
+        _set(cfg, _key_of(cfg, name, value, own), value)
+    for dotted, value in (fixed or {}).items():
+        *parents, last = dotted.split(".")
+        node = cfg
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    check_config(cfg)
     return cfg, logger_object
 
 

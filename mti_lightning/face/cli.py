@@ -8,8 +8,8 @@ failed ones at the end.
 from __future__ import annotations
 
 import logging
+import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.io import write_text
+from mti_lightning.face.config_check import check_composed, composition_error
+from mti_lightning.face.console import quiet_console
 from mti_lightning.face.failures import clear_failure, record_failure, report_failures
 from mti_lightning.face.tasks import run_task
 
@@ -29,13 +31,12 @@ def _resolve(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _quiet_lightning() -> None:
-    """Lightning's messages go through Hydra's log handlers once (not twice), and the warning
-    about a frozen network in eval mode, which a search intends, is dropped."""
+    """Lightning's messages go through Hydra's log handlers once (not twice), without what
+    tells a user nothing about the run (``face/console.py``)."""
     import lightning  # noqa: F401  (adds its own console handler on import)
 
     logging.getLogger("lightning").handlers.clear()
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    quiet_console()
 
 
 def _default_group(config: dict[str, Any]) -> None:
@@ -47,8 +48,12 @@ def _default_group(config: dict[str, Any]) -> None:
         logger["group"] = Path(hc.sweep.dir).name
 
 
+_started: list[bool] = []  # set once the task function runs (composition is over)
+
+
 @hydra.main(version_base="1.3", config_path="pkg://mti_lightning.conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
+    _started.append(True)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     _quiet_lightning()
     task = cfg.get("task", "search")
@@ -60,6 +65,7 @@ def _main(cfg: DictConfig) -> None:
                 f"missing value for {', '.join(missing)}; set it on the command line"
             )
         config = _resolve(cfg)
+        check_composed(config)
         _default_group(config)
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(config))
         run_task(task, config, run_dir)
@@ -86,12 +92,24 @@ def _gone_keys(argv: list[str]) -> None:
 
 
 def main() -> None:
-    """Entry point of the ``mti`` console script; after a multirun with failed jobs it lists
-    them (``face/failures.py``) and exits with code 2."""
+    """Entry point of the ``mti`` console script. An error while composing the config or
+    making the run directory is one line and exit code 2 (``face/config_check.py``); after a
+    multirun with failed jobs it lists them (``face/failures.py``) and exits with code 2."""
     _gone_keys(sys.argv[1:])
+    # Hydra's own report of an error is a multi-line listing and exit code 1: let the error
+    # reach this function instead
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _main()
     except SystemExit as done:
         if done.code not in (0, None) and report_failures():
             sys.exit(2)
         raise
+    except Exception as err:
+        if report_failures():
+            sys.exit(2)
+        message = None if _started else composition_error(err)
+        if message is None:
+            raise
+        print(f"mti: error: {message}", file=sys.stderr)
+        sys.exit(2)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from mti_lightning.core.attribution import attribute
+from mti_lightning.core.config_checks import check_config
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import FeatureSpec, Readout, build_readout
 from mti_lightning.core.inversion import inversion_objective
@@ -27,7 +28,6 @@ from mti_lightning.core.objectives import Activation, L2ToSeed, Objective, Tensi
 from mti_lightning.core.parameterizations import make_parameterization
 from mti_lightning.core.transforms import TransformConfig
 from mti_lightning.search.layer_choice import attribution_layer_auto, resolve_target
-from mti_lightning.search.options import check_search_numbers
 from mti_lightning.search.result import SearchResult
 from mti_lightning.search.summary import summary_rows
 from mti_lightning.search.targets import parse_targets
@@ -118,7 +118,7 @@ def prepare(cfg: dict, run_dir: Path, lm: LoadedModel | None = None) -> Prepared
     kind = s["kind"]
     if kind not in KINDS:
         raise MTIConfigError(f"search.kind {kind!r}; valid: {', '.join(KINDS)}")
-    check_search_numbers(cfg)
+    check_config(cfg)
     check_trainer_options(t["accelerator"], str(t["precision"]), t["devices"])
     for key in ("compile", "fast_net"):
         if not isinstance(t.get(key, False), bool):

@@ -158,6 +158,9 @@ def make_logger(
             "finish_timeout_raises": True,
         },
     )
+    # Lightning passes anonymous=None to wandb.init, which wandb answers with a deprecation
+    # warning on every run; the setting is gone from wandb, so it is not passed at all
+    logger._wandb_init.pop("anonymous", None)
     if config is not None:
         logger.log_hyperparams(config)
     return logger

@@ -13,7 +13,8 @@ from mti_lightning.core.errors import MTIConfigError
 
 def test_defaults_are_valid_and_plain() -> None:
     cfg = AtlasConfig()
-    assert cfg.model == "curvenet" and cfg.data == "curves" and cfg.atlas_layer == "pool1"
+    # the schema's default: auto, which the run resolves (CurveNet: pool1)
+    assert cfg.model == "curvenet" and cfg.data == "curves" and cfg.atlas_layer == "auto"
     for value in cfg.to_dict().values():
         assert isinstance(value, (str, int, float, bool, list))
     assert AtlasConfig.from_dict(cfg.to_dict()) == cfg

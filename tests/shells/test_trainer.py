@@ -9,14 +9,18 @@ import pytest
 from mti_lightning.shells.trainer import check_trainer_options, cpu_has_bf16
 
 
-def test_bf16_on_cpu_warns_only_where_it_is_emulated() -> None:
-    if cpu_has_bf16():
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            check_trainer_options("cpu", "bf16-mixed", 1)
-    else:
-        with pytest.warns(UserWarning, match="bf16 is emulated there"):
-            check_trainer_options("cpu", "bf16-mixed", 1)
+def test_bf16_on_a_cpu_without_bf16_hardware_warns_that_it_is_emulated(monkeypatch) -> None:
+    """A CPU without bf16 hardware, made on purpose (not this machine's): no AVX512-BF16 or
+    AMX in its flags, and oneDNN's own test says no."""
+    import torch
+
+    from mti_lightning.shells import trainer
+
+    monkeypatch.setattr(trainer, "cpu_flags", lambda: {"fpu", "sse2", "avx2"})
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert not cpu_has_bf16()
+    with pytest.warns(UserWarning, match="bf16 is emulated there"):
+        check_trainer_options("cpu", "bf16-mixed", 1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_trainer_options("cpu", "32", 1)
