@@ -99,7 +99,10 @@ def search(
         cfg["search"]["steps"] = steps
     lm = loaded_model(model, cfg)
     out = run_dir_for(run_dir)
-    result = run_search(cfg, out, lm, logger)  # bad input fails before anything is written
+    from mti_lightning.face.tasks import search_extras
+
+    # bad input fails before anything is written
+    result = run_search(cfg, out, lm, logger, search_extras(cfg))
     if result is None:
         raise RuntimeError("search ran on a process other than rank 0; use rank 0's result")
     write_config(cfg, out)
@@ -132,7 +135,7 @@ def accentuate(model: Model, images: Images, targets: Any, **options: Any) -> Se
 
 
 def _image_batch(images: Images, size: tuple[int, int] | None) -> torch.Tensor:
-    from mti_lightning.search.job import _seed_images
+    from mti_lightning.shells.search_run import seed_images as _seed_images
 
     if isinstance(images, torch.Tensor) and size is None:
         return images if images.dim() == 4 else images.unsqueeze(0)
