@@ -109,8 +109,8 @@ def load_from_config(cfg: Mapping[str, Any]) -> LoadedModel:
     m = cfg["model"]
     return load_model(
         m["name"],
-        m.get("pretrained", False),
-        m.get("checkpoint"),
+        m["pretrained"],
+        m["checkpoint"],
         input_size=m.get("input_size"),
         mean=m.get("mean"),
         std=m.get("std"),

@@ -1,14 +1,23 @@
 """The search runner: a search's +/- inversions are ``search.kind=invert`` of its final images,
-run by the same engine with the same seed."""
+run by the same engine with the same seed, on one process or under DDP."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
+from mti_lightning.core.io import load_tensors
 from mti_lightning.shells.search_run import run_stages
+
+MTI = str(Path(sys.executable).parent / "mti")
 
 TINY = [
     "model=resnet18",
@@ -75,3 +84,29 @@ def test_search_inversions_equal_an_invert_search_of_its_images(tmp_path, fast_n
     # the stage made something: images moved off their noise start, the + image drives more
     assert not torch.equal(inv["plus"], inv["minus"])
     assert float(inv["plus_activation"].mean()) > float(inv["minus_activation"].mean())
+
+
+def _mti(args: list[str], cwd) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
+    return subprocess.run(
+        [MTI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.slow
+def test_inversion_stage_under_ddp_matches_one_process(tmp_path):
+    """Under DDP (two processes, gloo) the inversion stage runs on every process as a second
+    fit of the same strategy: its draws split over the processes like the search's, so the
+    inversions match one process's up to float summation order (the same 1e-4 as the search's
+    own images in ``tests/test_cli.py``)."""
+    args = [*TINY, "search.steps=3", "search.inversions.steps=4"]
+    one = _mti([*args, "hydra.run.dir=one"], tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _mti([*args, "hydra.run.dir=two", "trainer.devices=2", "trainer.strategy=ddp"], tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "metrics.json").read_text())["world_size"] == 2
+    a = load_tensors(tmp_path / "one" / "tensors.safetensors")
+    b = load_tensors(tmp_path / "two" / "tensors.safetensors")
+    for key in ("images", "plus", "minus"):
+        assert a[key].shape == b[key].shape and not torch.equal(a["plus"], a["minus"])
+        assert torch.allclose(a[key], b[key], atol=1e-4), (key, (a[key] - b[key]).abs().max())
