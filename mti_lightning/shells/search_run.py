@@ -303,7 +303,8 @@ def invert_images(
     )
     k = len(images)
     out = search().detach()
-    act = search.measured["end"]["activation"]
+    # a stage resumed from its finished checkpoint runs no step, so measures nothing itself
+    act = (search.measured.get("end") or search.measure())["activation"]
     return {
         "plus": out[:k],
         "minus": out[k:],
