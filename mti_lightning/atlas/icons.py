@@ -129,7 +129,8 @@ def render_icons(
         lm, param, objective, readout=None, transform=transform, lr=lr, fast_net=fast_net
     )
     alpha = TransparencyMaps()
-    optimise(search, steps, draws, seed, work_dir, EngineOptions(accelerator, 1), callbacks=[alpha])
+    options = EngineOptions(accelerator=accelerator)
+    optimise(search, steps, draws, seed, work_dir, options, callbacks=[alpha])
     images = search().detach()
     measured = reduce_batch(lm, readout, resize(images, lm.input_size[1:]), [layer])
     box = (0, canvas, 0, canvas)
