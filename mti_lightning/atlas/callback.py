@@ -4,7 +4,7 @@ At the start, every ``every_n_steps`` steps and at the end, the search images' a
 vectors at the atlas layer are computed exactly as the atlas's dataset pass computes them
 (``dataset_pass.reduce_batch``: same layer, same readout of the feature, the attribution
 summed over positions, images at the model's input size) and kept on the device; no host
-sync happens in a step beyond that forward and backward. At the end of fit, the final
+sync happens in a step beyond that forward and backward. At the end of the search, the final
 images' vectors and those of their +/- inversions (when the search made them) join them, and
 all are embedded with the atlas's UMAP ``transform`` in one call. That end runs in
 ``on_search_end``, once the search runner's inversion stage is done. Under DDP every process
@@ -170,10 +170,9 @@ class AtlasEmbedding(SearchEndCallback):
         device = self._vectors[-1].device
         n = self._vectors[-1].shape[0]
         groups = {"trajectory": torch.stack([v.cpu() for v in self._vectors])}
-        inv = inversions
-        if inv:
+        if inversions:
             for sign in ("plus", "minus"):
-                part = self.vectors(module.lm, inv[sign].detach().to(device))
+                part = self.vectors(module.lm, inversions[sign].detach().to(device))
                 groups[sign] = part["vector"][None].cpu()
         flat = torch.cat([g.reshape(-1, g.shape[-1]) for g in groups.values()]).cpu()
         placed = iter(self.atlas.place(flat.double().numpy()))

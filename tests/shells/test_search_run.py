@@ -50,9 +50,9 @@ def test_search_inversions_equal_an_invert_search_of_its_images(tmp_path, fast_n
     """The inversion stage after an MTI search and ``search=invert`` of the search's final
     images (with ``search.inversions``' steps, lr, draws and power, the same seed) are one
     computation: the same kind, built by the same code, fed the same draws. They run in one
-    process on one CPU, so they agree to rounding; the tolerance (1e-6 on images in [0, 1])
+    process on one CPU and agree bit for bit there; the tolerance (1e-6 on images in [0, 1])
     only leaves room for oneDNN picking other kernels for the separately built step
-    networks."""
+    networks on another CPU."""
     flags = [f"trainer.fast_net={str(fast_net).lower()}"]
     searched = run_stages(_compose([*TINY, *flags]), tmp_path / "mti", logger=False)
     inv = searched.inversions
