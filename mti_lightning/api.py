@@ -87,7 +87,8 @@ def search(
     ``{layer, channel, position}``), all in one batched search. ``kind``: ``mti`` (maximally
     tense images with their +/- inversions), ``visualize``, ``visualize_neg``, ``invert`` or
     ``accentuate`` (the last two need ``image=``). ``steps`` defaults to the config's."""
-    from mti_lightning.search.job import KINDS, run_search
+    from mti_lightning.search.job import run_search
+    from mti_lightning.shells.kinds import KINDS
 
     if kind not in KINDS:
         raise MTIConfigError(f"kind {kind!r}; valid: {', '.join(KINDS)}")

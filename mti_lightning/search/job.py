@@ -15,10 +15,10 @@ from mti_lightning.search.result import SearchResult
 from mti_lightning.search.summary import summary_rows
 from mti_lightning.search.tracking import run_facts, summary_values, track_search
 from mti_lightning.shells.callbacks import SearchEndCallback
-from mti_lightning.shells.kinds import KINDS
 from mti_lightning.shells.search_run import CallbackFactory, SearchRun, prepare, run_stages
 
-__all__ = ["KINDS", "prepare", "run_search", "run_search_job"]
+# ``prepare`` is the runner's, named here too for the tests and benchmarks that build a search
+__all__ = ["prepare", "run_search", "run_search_job"]
 
 
 def run_search(

@@ -23,7 +23,7 @@ def _wandb(trainer: L.Trainer) -> WandbLogger | None:
 class ImageSnapshots(L.Callback):
     """Save the image batch as a PNG grid (and a W&B image) after the given steps."""
 
-    def __init__(self, out_dir: str | Path, steps: Sequence[int] = (), every: int = 0):
+    def __init__(self, out_dir: str | Path, steps: Sequence[int], every: int):
         self.out_dir, self.steps, self.every = Path(out_dir), set(steps), every
 
     def _due(self, step: int) -> bool:
