@@ -88,7 +88,8 @@ def search(
     ``{layer, channel, position}``), all in one batched search. ``kind``: ``mti`` (maximally
     tense images with their +/- inversions), ``visualize``, ``visualize_neg``, ``invert`` or
     ``accentuate`` (the last two need ``image=``). ``steps`` defaults to the config's."""
-    from mti_lightning.search.job import KINDS, run_search
+    from mti_lightning.search.job import run_search
+    from mti_lightning.shells.kinds import KINDS
 
     quiet_console()
     if kind not in KINDS:
@@ -100,7 +101,10 @@ def search(
     cfg, logger = build_config([f"search={group}"], model, options, "search", fixed)
     lm = loaded_model(model, cfg)
     out = run_dir_for(run_dir)
-    result = run_search(cfg, out, lm, logger)  # bad input fails before anything is written
+    from mti_lightning.face.tasks import search_extras
+
+    # bad input fails before anything is written
+    result = run_search(cfg, out, lm, logger, search_extras(cfg))
     if result is None:
         raise RuntimeError("search ran on a process other than rank 0; use rank 0's result")
     write_config(cfg, out)
@@ -133,7 +137,7 @@ def accentuate(model: Model, images: Images, targets: Any, **options: Any) -> Se
 
 
 def _image_batch(images: Images, size: tuple[int, int] | None) -> torch.Tensor:
-    from mti_lightning.search.job import _seed_images
+    from mti_lightning.shells.search_run import seed_images as _seed_images
 
     if isinstance(images, torch.Tensor) and size is None:
         return images if images.dim() == 4 else images.unsqueeze(0)

@@ -4,12 +4,11 @@ At the start, every ``every_n_steps`` steps and at the end, the search images' a
 vectors at the atlas layer are computed exactly as the atlas's dataset pass computes them
 (``dataset_pass.reduce_batch``: same layer, same readout of the feature, the attribution
 summed over positions, images at the model's input size) and kept on the device; no host
-sync happens in a step beyond that forward and backward. At the end of fit, the final
-images' vectors and those of their +/- inversions (when ``PlusMinusInversions`` ran) join
-them, and all are embedded with the atlas's UMAP ``transform`` in one call. The end runs in
-``on_fit_end``, after every callback's ``on_train_end``, so the inversions are there whatever
-the order of the callbacks. Under DDP every process holds the same images; rank 0 alone does
-the work.
+sync happens in a step beyond that forward and backward. At the end of the search, the final
+images' vectors and those of their +/- inversions (when the search made them) join them, and
+all are embedded with the atlas's UMAP ``transform`` in one call. That end runs in
+``on_search_end``, once the search runner's inversion stage is done. Under DDP every process
+holds the same images; rank 0 alone does the work.
 
 Outputs in ``out_dir``: ``placement.json`` (positions, trajectories, figures),
 ``placement.csv`` (one row per image), ``placement.png`` (the atlas with the images marked)
@@ -37,7 +36,7 @@ from mti_lightning.core.features import FeatureSpec, build_readout
 from mti_lightning.core.io import atomic_write, save_png, write_json
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.transforms import resize
-from mti_lightning.shells.callbacks import PlusMinusInversions
+from mti_lightning.shells.callbacks import SearchEndCallback
 
 PLACEMENT = "placement.json"
 COLUMNS = (
@@ -86,7 +85,7 @@ def check_search(
         )
 
 
-class AtlasEmbedding(L.Callback):
+class AtlasEmbedding(SearchEndCallback):
     """Record where a search's images fall on an atlas (see the module docstring).
 
     ``atlas``: an atlas run directory (or an already loaded :class:`AtlasMap`);
@@ -162,17 +161,18 @@ class AtlasEmbedding(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, module: Any) -> None:
         self._record(trainer, module)
+
+    def on_search_end(
+        self, trainer: L.Trainer, module: Any, inversions: dict[str, torch.Tensor] | None
+    ) -> None:
         if not trainer.is_global_zero:
             return
         device = self._vectors[-1].device
         n = self._vectors[-1].shape[0]
         groups = {"trajectory": torch.stack([v.cpu() for v in self._vectors])}
-        inv = next(
-            (c.result for c in trainer.callbacks if isinstance(c, PlusMinusInversions)), None
-        )
-        if inv:
+        if inversions:
             for sign in ("plus", "minus"):
-                part = self.vectors(module.lm, inv[sign].detach().to(device))
+                part = self.vectors(module.lm, inversions[sign].detach().to(device))
                 groups[sign] = part["vector"][None].cpu()
         flat = torch.cat([g.reshape(-1, g.shape[-1]) for g in groups.values()]).cpu()
         placed = iter(self.atlas.place(flat.double().numpy()))

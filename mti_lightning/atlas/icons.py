@@ -25,9 +25,8 @@ from mti_lightning.core.objectives import SpatialChannelCosine
 from mti_lightning.core.parameterizations import FourierImage
 from mti_lightning.core.transforms import TransformConfig, resize
 from mti_lightning.shells.callbacks import TransparencyMaps
-from mti_lightning.shells.draws import DrawDataModule
+from mti_lightning.shells.engine import EngineOptions, optimise
 from mti_lightning.shells.search import MTISearch
-from mti_lightning.shells.trainer import make_trainer
 
 
 def assign_cells(layout: np.ndarray, grid: int) -> np.ndarray:
@@ -120,7 +119,8 @@ def render_icons(
     crop: bool = True,
     fast_net: bool = True,
 ) -> RenderedIcons:
-    """Render one image per target in a single MTISearch and measure the feature on each."""
+    """Render one image per target in a single MTISearch, run by the engine, and measure the
+    feature on each."""
     k = targets.shape[0]
     bounds = torch.tensor(window).repeat(k, 1)
     objective = SpatialChannelCosine(layer, targets, bounds, power)
@@ -129,8 +129,8 @@ def render_icons(
         lm, param, objective, readout=None, transform=transform, lr=lr, fast_net=fast_net
     )
     alpha = TransparencyMaps()
-    trainer = make_trainer(work_dir, steps, accelerator=accelerator, devices=1, callbacks=[alpha])
-    trainer.fit(search, datamodule=DrawDataModule(transform, draws, seed))
+    options = EngineOptions(accelerator=accelerator)
+    optimise(search, steps, draws, seed, work_dir, options, callbacks=[alpha])
     images = search().detach()
     measured = reduce_batch(lm, readout, resize(images, lm.input_size[1:]), [layer])
     box = (0, canvas, 0, canvas)

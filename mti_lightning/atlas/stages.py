@@ -353,6 +353,7 @@ def _atlas(run: AtlasRun) -> dict[str, Any]:
     run.log_image("atlas/atlas", path, run.describe())
     if run.wandb is not None:
         import wandb
+
         from mti_lightning.shells.wandb_record import guarded
 
         columns = ["cell", *[c for c in rows[0] if c != "cell"], "icon"] if rows else []

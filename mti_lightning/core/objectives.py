@@ -60,10 +60,6 @@ class Objective(nn.Module):
     def layers(self) -> set[str]:
         return set()
 
-    @property
-    def needs_feature(self) -> bool:
-        return False
-
     def score(self, ev: Evaluation) -> torch.Tensor:
         raise NotImplementedError
 
@@ -92,10 +88,6 @@ class Sum(Objective):
     def layers(self) -> set[str]:
         return set().union(*(t.layers() for t in self.terms))
 
-    @property
-    def needs_feature(self) -> bool:
-        return any(t.needs_feature for t in self.terms)
-
     def score(self, ev: Evaluation) -> torch.Tensor:
         return sum(t.score(ev) for t in self.terms)
 
@@ -107,10 +99,6 @@ class Scaled(Objective):
 
     def layers(self) -> set[str]:
         return self.term.layers()
-
-    @property
-    def needs_feature(self) -> bool:
-        return self.term.needs_feature
 
     def score(self, ev: Evaluation) -> torch.Tensor:
         return self.factor * self.term.score(ev)
@@ -129,10 +117,6 @@ class Activation(Objective):
     def __init__(self, sign: torch.Tensor | float = 1.0):
         super().__init__()
         self.register_buffer("sign", torch.as_tensor(sign, dtype=torch.float32))
-
-    @property
-    def needs_feature(self) -> bool:
-        return True
 
     def score(self, ev: Evaluation) -> torch.Tensor:
         return _per_image(self.sign, ev.n_images, ev.values) * ev.values.mean(1)
@@ -246,10 +230,6 @@ class Tension(Objective):
 
     def layers(self) -> set[str]:
         return {self.layer}
-
-    @property
-    def needs_feature(self) -> bool:
-        return True
 
     def energies(self, ev: Evaluation) -> tuple[torch.Tensor, torch.Tensor]:
         """``E+`` and ``E-`` per input ``(K, D)``, differentiable per the mode."""

@@ -4,6 +4,8 @@
 under a fixed magnitude spectrum, a fitted ``1/f**decay`` power law as natural images have;
 seeding from an image takes magnitude and phase from the image itself (accentuation).
 ``PixelImage`` optimises pixels directly. Both return images in [0, 1] via a sigmoid.
+``InputVectors`` is the parameterisation of a model that reads vectors (the toy models): the
+vectors themselves, projected back into their box after every optimiser step.
 """
 
 from __future__ import annotations
@@ -122,6 +124,39 @@ class PixelImage(nn.Module):
         _check_images(images, self.n, self.size)
         idx = torch.arange(images.shape[0]) if index is None else index
         self.logits[idx] = _logit(images.to(self.logits.device, torch.float32))
+
+
+class InputVectors(nn.Module):
+    """K input vectors ``(K, N)`` optimised directly inside the box ``[low, high]``: the
+    search calls :meth:`project` after every optimiser step (tension in a piecewise-linear
+    net peaks on the box's faces, which a projection reaches exactly and a squashing
+    function never does)."""
+
+    def __init__(self, init: torch.Tensor, low: float, high: float):
+        super().__init__()
+        if init.dim() != 2 or low >= high:
+            raise MTIConfigError(
+                f"input vectors of shape {tuple(init.shape)} in [{low}, {high}]; need (K, N) "
+                "and low < high"
+            )
+        self.low, self.high = float(low), float(high)
+        self.x = nn.Parameter(init.detach().clone().float().clamp(self.low, self.high))
+
+    @property
+    def n(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def size(self) -> tuple[int]:
+        return (self.x.shape[1],)
+
+    def forward(self) -> torch.Tensor:
+        return self.x
+
+    @torch.no_grad()
+    def project(self) -> None:
+        """Clamp the vectors into the box."""
+        self.x.clamp_(self.low, self.high)
 
 
 PARAMETERIZATIONS = {"fourier": FourierImage, "pixel": PixelImage}

@@ -10,10 +10,20 @@ from typing import Any
 from mti_lightning.core.errors import MTIConfigError
 
 
+def search_extras(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The callbacks the face adds to a search: the atlas placement ``callbacks.atlas`` asks
+    for (the search journey does not import the atlas journey)."""
+    if not cfg["callbacks"]["atlas"]:
+        return {}
+    from mti_lightning.atlas.callback import atlas_callback
+
+    return {"atlas": atlas_callback}
+
+
 def _search(cfg: dict[str, Any], run_dir: Path) -> None:
     from mti_lightning.search.job import run_search
 
-    run_search(cfg, run_dir)
+    run_search(cfg, run_dir, extra=search_extras(cfg))
 
 
 def _curves(cfg: dict[str, Any], run_dir: Path) -> None:
@@ -74,10 +84,12 @@ def _toys(cfg: dict[str, Any], run_dir: Path) -> None:
 
 
 def _curvenet_report(cfg: dict[str, Any], run_dir: Path) -> None:
+    from mti_lightning.shells.engine import EngineOptions
     from mti_lightning.world.curvenet_report import run_report
 
     r = cfg["report"]
-    print(run_report(run_dir, r["layer"], r["units"], r["steps"], r["n_images"]))
+    options = EngineOptions.from_config(cfg)
+    print(run_report(run_dir, r["layer"], r["units"], r["steps"], r["n_images"], options))
 
 
 def _compare(cfg: dict[str, Any], run_dir: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,6 @@ class SearchResult:
     inversions: dict[str, torch.Tensor] | None = None
     alpha: torch.Tensor | None = None
     run_dir: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def features(self) -> list[str]:

@@ -4,11 +4,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
-
-from mti_lightning.core.io import atomic_write
 
 
 def _f(v: float | None, width: int = 8) -> str:
@@ -98,15 +95,3 @@ def figure_png(
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     return buffer.getvalue()
-
-
-def summary_figure(
-    path: Path,
-    rows: list[dict],
-    images: torch.Tensor,
-    inversions: dict[str, torch.Tensor] | None = None,
-    title: str = "",
-) -> Path:
-    """Write :func:`figure_png` to ``path`` (atomically)."""
-    data = figure_png(rows, images, inversions, title)
-    return atomic_write(path, lambda tmp: tmp.write_bytes(data))

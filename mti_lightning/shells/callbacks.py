@@ -1,5 +1,5 @@
-"""Callbacks of a search: snapshots, transparency maps, early stop, a non-finite guard and the
-+/- inversions of the final images."""
+"""Callbacks of a search: snapshots, transparency maps, early stop, a non-finite guard, and the
+base of callbacks that act once the whole search (its inversions included) is done."""
 
 from __future__ import annotations
 
@@ -12,15 +12,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from torchvision.utils import make_grid
 
-from mti_lightning.core.fastnet import FastNet, fast_network
-from mti_lightning.core.features import Readout
-from mti_lightning.core.inversion import inversion_objective
 from mti_lightning.core.io import save_png
-from mti_lightning.core.models import LoadedModel
-from mti_lightning.core.parameterizations import FourierImage
-from mti_lightning.core.probes import capture
-from mti_lightning.core.render import render
-from mti_lightning.core.transforms import TransformConfig, resize
 from mti_lightning.shells.search import MTISearch
 
 
@@ -31,7 +23,7 @@ def _wandb(trainer: L.Trainer) -> WandbLogger | None:
 class ImageSnapshots(L.Callback):
     """Save the image batch as a PNG grid (and a W&B image) after the given steps."""
 
-    def __init__(self, out_dir: str | Path, steps: Sequence[int] = (), every: int = 0):
+    def __init__(self, out_dir: str | Path, steps: Sequence[int], every: int):
         self.out_dir, self.steps, self.every = Path(out_dir), set(steps), every
 
     def _due(self, step: int) -> bool:
@@ -123,81 +115,19 @@ class NonFiniteGuard(L.Callback):
         self._check(trainer, module)
 
 
-class PlusMinusInversions(L.Callback):
-    """After the search, invert each final image's attribution at ``layer`` into an
-    excitatory and an inhibitory image (one batched render of 2K images), on a step network
-    exact at ``layer`` when the search uses one (``fast_net``)."""
+class SearchEndCallback(L.Callback):
+    """A callback that also hears of the end of the whole search: after the engine's last
+    stage (the +/- inversions of the final images, when the search makes them), on every
+    process. ``columns`` gives per-image columns for the search's results rows."""
 
-    def __init__(
+    def on_search_end(
         self,
-        layer: str,
-        steps: int = 128,
-        lr: float = 0.05,
-        draws: int = 8,
-        power: float = 2.0,
-        transform: TransformConfig | None = None,
-        seed: int = 0,
-    ):
-        self.layer, self.steps, self.lr, self.draws = layer, steps, lr, draws
-        self.power, self.seed = power, seed
-        self.transform = transform or TransformConfig(scale=(0.9, 1.0), jitter=0.02)
-        self.result: dict[str, torch.Tensor] = {}
-        self.step_net: FastNet | None = None
+        trainer: L.Trainer,
+        module: MTISearch,
+        inversions: dict[str, torch.Tensor] | None,
+    ) -> None:
+        """Called once the search and its inversions (None: none) are done."""
 
-    def on_train_end(self, trainer: L.Trainer, module: MTISearch) -> None:
-        if module.readout is None:
-            return
-        images = module().detach()
-        step_lm = module.lm
-        if module.fast_net:
-            example = module.lm.normalize(resize(images[:2], module.lm.input_size[1:]))
-            self.step_net = fast_network(module.lm, [self.layer], example)
-            step_lm = self.step_net.lm
-        self.result = invert(
-            module.lm,
-            images,
-            module.readout,
-            self.layer,
-            self.steps,
-            self.lr,
-            self.draws,
-            self.power,
-            self.transform,
-            self.seed,
-            step_lm,
-        )
-
-
-def invert(
-    lm: Any,
-    images: torch.Tensor,
-    readout: Readout,
-    layer: str,
-    steps: int,
-    lr: float,
-    draws: int,
-    power: float,
-    transform: TransformConfig,
-    seed: int,
-    step_lm: LoadedModel | None = None,
-) -> dict[str, torch.Tensor]:
-    """+/- inversions of ``images`` and the feature's activation on each; the steps run on
-    ``step_lm`` (a step network exact at ``layer``; ``lm`` itself by default), targets and
-    activations come from ``lm``."""
-    k = images.shape[0]
-    with torch.inference_mode(False), torch.enable_grad():
-        objective = inversion_objective(lm, images, readout, layer, power).to(images.device)
-        param = FourierImage(2 * k, lm.input_size[1:], seed=seed).to(images.device)
-        net = step_lm if step_lm is not None else lm
-        rendered = render(net, param, objective, None, steps, lr, draws, transform, seed)
-    out = rendered.images
-    both = Readout(list(readout.specs) * 2, readout.shapes).to(images.device)
-    with torch.no_grad():
-        acts = capture(lm.model, lm.normalize(resize(out, lm.input_size[1:])), both.layers)
-        act = both(acts, 1)[:, 0]
-    return {
-        "plus": out[:k],
-        "minus": out[k:],
-        "plus_activation": act[:k],
-        "minus_activation": act[k:],
-    }
+    def columns(self) -> list[dict[str, Any]]:
+        """Per image, the columns this callback adds to the results rows (none by default)."""
+        return []

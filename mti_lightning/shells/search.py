@@ -4,7 +4,9 @@ It holds a batch of K images (a parameterisation), a frozen network, the feature
 objective (one target per image). Each training step takes a batch of transform draws, renders
 the images through them in one kernel, runs the network only as deep as the objective reads,
 and returns the negative score. Lightning's strategies all-reduce the image gradients, so DDP
-over draws is the same maths as one larger draw batch.
+over draws is the same maths as one larger draw batch. A parameterisation of input vectors
+(``core.parameterizations.InputVectors``, a toy model's inputs) takes no draws, and its
+``project`` puts the vectors back into their box after every optimiser step.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ from torch import nn
 
 from mti_lightning.core.attribution import attribute
 from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.core.evaluation import evaluate
 from mti_lightning.core.fastnet import FastNet, fast_network
 from mti_lightning.core.features import Readout
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.objectives import Evaluation, Objective
 from mti_lightning.core.probes import capture
 from mti_lightning.core.relu import redirect_relus
-from mti_lightning.core.render import evaluate
 from mti_lightning.core.transforms import TransformConfig, resize, sample_noise
 from mti_lightning.shells.metrics import FeatureEnergies
 
@@ -112,6 +114,7 @@ class MTISearch(L.LightningModule):
         self.measured: dict[str, dict[str, torch.Tensor]] = {}
         self._images: torch.Tensor | None = None
         self.last_values: torch.Tensor | None = None
+        self.last_record: dict[str, torch.Tensor] = {}
         self.unit_names: list[str] = []
         self.max_unit_curves = 0
         self.name_units(unit_names, max_unit_curves)
@@ -166,6 +169,7 @@ class MTISearch(L.LightningModule):
             )
             loss = -self.objective(ev).sum()
         self.last_values = ev.values.detach().mean(1)
+        self.last_record = ev.record
         self._track_finite(loss, batch["step"])
         # a progress-bar value is turned into a Python number after every step (a host sync),
         # so the loss goes to the bar only when one is shown; loggers get it as a tensor
@@ -207,6 +211,12 @@ class MTISearch(L.LightningModule):
         if self.readout is not None:
             quantities = {"activation": self.last_values, **quantities}
         return {f"{q}/{self.unit_names[k]}": v[k] for q, v in quantities.items() for k in range(n)}
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        project = getattr(self.param, "project", None)
+        if project is not None:
+            project()
 
     def on_after_backward(self) -> None:
         if self._images is not None and self._images.grad is not None:
@@ -250,14 +260,17 @@ class MTISearch(L.LightningModule):
         metric = metric or FeatureEnergies(self.n_images).to(self.device)
         metric.reset()
         with torch.no_grad():
-            x = resize(self.param(), self.lm.input_size[1:])
+            x = self.param()
+        images = x.dim() == 4
+        if images:
+            x = resize(x, self.lm.input_size[1:])
         if self.metric_layer is not None:
             att = attribute(self.lm, x, readout, [self.metric_layer])
             e = att.energies[self.metric_layer]
             metric.update(att.activation, e.e_plus, e.e_minus)
         else:
             with torch.no_grad():
-                acts = capture(self.net, self.lm.normalize(x), readout.layers)
+                acts = capture(self.net, self.lm.normalize(x) if images else x, readout.layers)
                 act = readout(acts, 1)[:, 0]
             metric.update(act, torch.zeros_like(act), torch.zeros_like(act))
         return {k: v.detach().reshape(-1).cpu() for k, v in metric.compute().items()}

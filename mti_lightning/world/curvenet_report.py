@@ -10,14 +10,15 @@ from pathlib import Path
 
 import torch
 
-from mti_lightning.core.features import FeatureSpec, build_readout
+from mti_lightning.core.features import FeatureSpec, Readout, build_readout
 from mti_lightning.core.io import atomic_write, write_text
-from mti_lightning.core.models import load_model
+from mti_lightning.core.models import LoadedModel, load_model
 from mti_lightning.core.objectives import Activation
 from mti_lightning.core.parameterizations import FourierImage
 from mti_lightning.core.probes import capture
-from mti_lightning.core.render import render
 from mti_lightning.core.transforms import TransformConfig
+from mti_lightning.shells.engine import DEFAULT_OPTIONS, EngineOptions, optimise
+from mti_lightning.shells.search import MTISearch
 from mti_lightning.world.curve_dataset import CurveDataset
 from mti_lightning.world.curves import NUM_CLASSES, ORIENTATIONS_DEG
 
@@ -53,9 +54,15 @@ def tuning_strength(
 
 
 def run_report(
-    run_dir: Path, layer: str = "bn2", units: int = 6, steps: int = 128, n_images: int = 2400
+    run_dir: Path,
+    layer: str = "bn2",
+    units: int = 6,
+    steps: int = 128,
+    n_images: int = 2400,
+    options: EngineOptions = DEFAULT_OPTIONS,
 ) -> str:
-    """Write the report for the ``units`` most orientation-tuned channels of ``layer``."""
+    """Write the report for the ``units`` most orientation-tuned channels of ``layer``; the
+    feature visualisations run on the engine with ``options`` (the ``trainer`` group)."""
     values, labels, images = tuning(layer, n_images)
     curves = tuning_table(values, labels)
     strength = tuning_strength(curves, values, labels)
@@ -63,17 +70,7 @@ def run_report(
     lm = load_model("curvenet")
     specs = [FeatureSpec(layer, c) for c in chosen]
     readout = build_readout(lm.model, lm.input_size, specs)
-    viz = render(
-        lm,
-        FourierImage(len(specs), lm.input_size[1:], seed=0),
-        Activation(1.0),
-        readout,
-        steps=steps,
-        lr=0.05,
-        n_draws=8,
-        transform=TransformConfig(),
-        seed=0,
-    ).images
+    viz = visualise(lm, readout, steps, Path(run_dir) / "stages" / "visualisation", options)
     lines = [f"CurveNet {layer} (pre-activation at the centre), {len(values)} single-arc images"]
     lines.append(
         f"{'unit':>5} {'R2':>5} {'pref':>6} {'worst':>6} {'offset':>6}  mean per orientation"
@@ -99,6 +96,17 @@ def run_report(
     _figure(run_dir / "curvenet_report.png", chosen, curves, values, images, viz, strength)
     write_text(run_dir / "curvenet_report.txt", text + "\n")
     return text
+
+
+def visualise(
+    lm: LoadedModel, readout: Readout, steps: int, work_dir: Path, options: EngineOptions
+) -> torch.Tensor:
+    """Feature visualisations ``(K, 3, H, W)`` of the features of ``readout``, one batched
+    search on the engine (Adam, lr 0.05, 8 draws a step, seed 0)."""
+    param = FourierImage(len(readout.specs), lm.input_size[1:], seed=0)
+    search = MTISearch(lm, param, Activation(1.0), readout, TransformConfig(), lr=0.05)
+    optimise(search, steps, 8, 0, work_dir, options)
+    return search().detach().cpu()
 
 
 def _figure(path, chosen, curves, values, images, viz, strength) -> None:

@@ -7,10 +7,11 @@ for output units, at the hidden layer (``hidden_act``), on three kinds of input:
 
 - ``single``: one feature active (abs: ``+1`` and ``-1``; xor: each pair's patterns 01, 10, 11);
 - ``pair``: two features active (every pair of features, every sign/pattern combination);
-- ``mti``: a maximally tense input per unit, found by Adam on the core ``Tension`` objective
-  over the valid input box (random starts plus, by default, the most tense data input), each
-  step projected back into the box: tension in a piecewise-linear net peaks on the box's
-  faces, which a projection reaches exactly and a tanh parameterisation never does.
+- ``mti``: a maximally tense input per unit, found by the engine (``MTISearch`` with Adam on
+  the core ``Tension`` objective, the inputs parameterised as ``InputVectors``) over the valid
+  input box (random starts plus, by default, the most tense data input), each step projected
+  back into the box: tension in a piecewise-linear net peaks on the box's faces, which a
+  projection reaches exactly and a tanh parameterisation never does.
 
 With one active input the input-layer attribution has one non-zero entry, so its tension is
 zero by construction; there, only the hidden layer can show a single feature's fight.
@@ -24,24 +25,33 @@ writes ``DIR/toy_<kind>_tension.{csv,txt,png}``.
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import io
 import itertools
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from matplotlib.figure import Figure
 
 from mti_lightning.core.attribution import attribution_from, energies
 from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.core.evaluation import evaluate
 from mti_lightning.core.features import FeatureSpec, build_readout
 from mti_lightning.core.io import atomic_write
-from mti_lightning.core.objectives import Evaluation, Tension
+from mti_lightning.core.models import LoadedModel
+from mti_lightning.core.objectives import Tension
+from mti_lightning.core.parameterizations import InputVectors
 from mti_lightning.core.probes import capture
+from mti_lightning.core.transforms import TransformConfig, identity_draws
 from mti_lightning.core.zoo.toys import TOY_KINDS, AbsToy, XorToy
+from mti_lightning.shells.engine import optimise
+from mti_lightning.shells.search import MTISearch
 from mti_lightning.world.toy_data import XOR_PATTERNS
 from mti_lightning.world.train_toys import (
     ToyConfig,
@@ -54,6 +64,8 @@ from mti_lightning.world.train_toys import (
 INPUT_LAYER = "hidden:in"
 HIDDEN_LAYER = "hidden_act"
 INPUT_KINDS = ("single", "pair", "mti")
+# input vectors take no transforms: no noise is drawn for them
+NO_TRANSFORM = TransformConfig(gaussian_noise=0.0)
 STATS = ("e_plus", "e_minus", "tension", "ratio", "act")
 COLUMNS = (
     "toy",
@@ -155,6 +167,33 @@ def measure(
     }
 
 
+class MostTense(L.Callback):
+    """Keep each input's most tense iterate (hard tension ``min(E+, E-)``): the iterate every
+    step evaluated, and the final one, evaluated once more at the end."""
+
+    def __init__(self) -> None:
+        self.x: torch.Tensor | None = None
+        self.tension: torch.Tensor | None = None
+
+    def _keep(self, x: torch.Tensor, tension: torch.Tensor) -> None:
+        if self.x is None or self.tension is None:
+            self.x, self.tension = x.clone(), torch.full_like(tension, -1.0)
+        better = tension > self.tension
+        self.tension = torch.where(better, tension, self.tension)
+        self.x = torch.where(better[:, None], x, self.x)
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, module: MTISearch, optimizer) -> None:
+        self._keep(module().detach(), module.last_record["tension"])
+
+    def on_train_end(self, trainer: L.Trainer, module: MTISearch) -> None:
+        x = module().detach().requires_grad_(True)
+        with torch.enable_grad():
+            draws = identity_draws()  # input vectors take none; the signature asks for one
+            ev = evaluate(module.lm, x, module.objective, module.readout, draws, module.transform)
+            e_plus, e_minus = module.objective.energies(ev)
+        self._keep(x.detach(), torch.minimum(e_plus, e_minus)[:, 0].detach())
+
+
 def mti_search(
     model: torch.nn.Module,
     specs: Sequence[FeatureSpec],
@@ -170,9 +209,9 @@ def mti_search(
     """The most tense input found for each feature, ``(K, input_dim)``, inside the input box.
 
     Runs ``restarts`` uniform random starts per feature (plus ``starts[k]`` for feature ``k``
-    when given) as one batch, maximises the core ``Tension`` objective at ``layer`` with Adam,
-    projects into ``model.input_range`` after each step, and keeps the iterate with the largest
-    (hard) tension.
+    when given) as one batch of input vectors on the engine (``MTISearch``, Adam), maximising
+    the core ``Tension`` objective at ``layer``, projected into ``model.input_range`` after
+    each step, and keeps the iterate with the largest (hard) tension.
     """
     lo, hi = model.input_range
     k, dim = len(specs), model.input_dim
@@ -181,29 +220,24 @@ def mti_search(
     if starts is not None:
         init = torch.cat([starts.detach().view(k, 1, dim).clamp(lo, hi), init], 1)
     per = init.shape[1]
-    row_specs = [s for s in specs for _ in range(per)]
-    readout = build_readout(model, (dim,), row_specs)
-    objective = Tension(layer, mode=mode, temperature=temperature)
-    x = init.flatten(0, 1).clone().requires_grad_(True)
-    best_x, best_t = x.detach().clone(), torch.full((k * per,), -1.0)
-    opt = torch.optim.Adam([x], lr=lr)
-    with torch.enable_grad():
-        for step in range(steps + 1):
-            acts = capture(model, x, [layer, *readout.layers])
-            ev = Evaluation(acts, readout(acts, 1), x)
-            e_plus, e_minus = objective.energies(ev)
-            hard = torch.minimum(e_plus, e_minus)[:, 0].detach()
-            better = hard > best_t
-            best_t = torch.where(better, hard, best_t)
-            best_x = torch.where(better[:, None], x.detach(), best_x)
-            if step == steps:
-                break
-            (x.grad,) = torch.autograd.grad(-objective(ev).sum(), [x])
-            opt.step()
-            with torch.no_grad():
-                x.clamp_(lo, hi)
-    pick = best_t.view(k, per).argmax(1)
-    return best_x.view(k, per, dim)[torch.arange(k), pick]
+    net = copy.deepcopy(model).eval().requires_grad_(False)
+    lm = LoadedModel(type(model).__name__, net, (dim,), (), (), trained=True)
+    readout = build_readout(net, (dim,), [s for s in specs for _ in range(per)])
+    search = MTISearch(
+        lm,
+        InputVectors(init.flatten(0, 1), lo, hi),
+        Tension(layer, mode=mode, temperature=temperature),
+        readout,
+        NO_TRANSFORM,
+        lr=lr,
+        fast_net=False,
+        max_unit_curves=0,
+    )
+    best = MostTense()
+    with tempfile.TemporaryDirectory(prefix="mti-toy-") as work_dir:
+        optimise(search, steps, 1, seed, work_dir, callbacks=[best])
+    pick = best.tension.view(k, per).argmax(1)
+    return best.x.view(k, per, dim)[torch.arange(k), pick]
 
 
 def _fmt_input(x: torch.Tensor) -> str:

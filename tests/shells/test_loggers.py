@@ -132,9 +132,9 @@ def test_a_failing_tracker_call_costs_one_warning_and_the_run_goes_on(
     """A real W&B run (offline) whose table is refused: one warning line naming the local copy
     and its sync command; later calls that need the server are skipped, the summary is still
     recorded, and finishing waits at most FINISH_TIMEOUT_S."""
+    import wandb
     import wandb_offline
 
-    import wandb
     from mti_lightning.shells.wandb_record import finish_run, guarded, log_summary
 
     monkeypatch.setenv("WANDB_MODE", "offline")

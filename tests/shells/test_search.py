@@ -13,12 +13,7 @@ from mti_lightning.core.models import load_model
 from mti_lightning.core.objectives import Activation, Evaluation, Objective, Tension
 from mti_lightning.core.parameterizations import FourierImage
 from mti_lightning.core.transforms import TransformConfig
-from mti_lightning.shells.callbacks import (
-    NonFiniteGuard,
-    PlusMinusInversions,
-    StopAtTarget,
-    TransparencyMaps,
-)
+from mti_lightning.shells.callbacks import NonFiniteGuard, StopAtTarget, TransparencyMaps
 from mti_lightning.shells.draws import DrawDataModule, DrawStream
 from mti_lightning.shells.search import MTISearch
 from mti_lightning.shells.trainer import make_trainer
@@ -85,16 +80,13 @@ def test_draw_stream_splits_one_global_batch_across_ranks():
     assert not torch.equal(DrawStream(cfg, 8, seed=3).batch(8)["draws"], whole)
 
 
-def test_transparency_early_stop_and_inversions_callbacks(lm, tmp_path):
+def test_transparency_and_early_stop_callbacks(lm, tmp_path):
     readout = _readout(lm, [1])
     search = MTISearch(lm, FourierImage(1, (32, 32)), Activation(1.0), readout, lr=0.1)
     alpha, stop = TransparencyMaps(), StopAtTarget(activation=-1e9, every=2)
-    inv = PlusMinusInversions(CAM, steps=10, draws=2)
-    trainer = _fit(search, 50, tmp_path, [alpha, stop, inv])
+    trainer = _fit(search, 50, tmp_path, [alpha, stop])
     assert trainer.global_step == 2 and stop.stopped_at == 2
     assert alpha.alpha.shape == (1, 32, 32) and 0 <= alpha.alpha.min() < alpha.alpha.max() <= 1
-    assert inv.result["plus"].shape == (1, 3, 32, 32)
-    assert inv.result["plus_activation"][0] > inv.result["minus_activation"][0]
 
 
 class _BreaksAt(Objective):
@@ -103,10 +95,6 @@ class _BreaksAt(Objective):
     def __init__(self, at: int):
         super().__init__()
         self.at, self.calls = at, 0
-
-    @property
-    def needs_feature(self) -> bool:
-        return True
 
     def score(self, ev: Evaluation) -> torch.Tensor:
         self.calls += 1
@@ -142,8 +130,8 @@ class _Losses(L.Callback):
 
 def test_fast_step_network_gives_the_same_search(tmp_path, randomize):
     """The step network (BatchNorms folded, the stem's ReLU after its pool, phase-gradient
-    stem, channels-last) changes the speed of the steps and of the +/- inversions after the
-    search, not their values."""
+    stem, channels-last) changes the speed of the steps and of the +/- inversions of the
+    search's images (an inversion search on a network exact at its layer), not their values."""
     torch.manual_seed(0)
     net = load_model("resnet18", input_size=(3, 32, 32))
     randomize(net.model)
@@ -160,10 +148,13 @@ def test_fast_step_network_gives_the_same_search(tmp_path, randomize):
             fast_net=fast,
         )
         losses = _Losses()
-        inv = PlusMinusInversions(CAM, steps=5, draws=2)
-        _fit(search, 5, tmp_path / str(fast), [losses, inv])
-        runs[fast] = (losses.values, search().detach(), search.step_net, inv.result)
-        assert (inv.step_net is not None and inv.step_net.phase_grad == ["conv1"]) is fast
+        _fit(search, 5, tmp_path / str(fast), [losses])
+        images = search().detach()
+        objective = inversion_objective(net, images, readout, CAM)
+        inv = MTISearch(net, FourierImage(4, (32, 32), seed=0), objective, None, fast_net=fast)
+        _fit(inv, 5, tmp_path / f"inv{fast}", draws=2)
+        runs[fast] = (losses.values, images, search.step_net, inv().detach())
+        assert bool(inv.step_net.folded) is fast and (inv.step_net.phase_grad == ["conv1"]) is fast
     assert runs[True][2].folded and runs[True][2].channels_last
     assert runs[True][2].relus_after_pools == [("act1", "maxpool")]
     assert runs[True][2].phase_grad == ["conv1"]
@@ -171,8 +162,7 @@ def test_fast_step_network_gives_the_same_search(tmp_path, randomize):
     assert isinstance(net.model.layer1[0].bn1, torch.nn.BatchNorm2d)  # the original is kept
     torch.testing.assert_close(runs[True][0], runs[False][0], rtol=1e-3, atol=1e-4)
     torch.testing.assert_close(runs[True][1], runs[False][1], rtol=0, atol=1e-3)
-    for key in ("plus", "minus"):
-        torch.testing.assert_close(runs[True][3][key], runs[False][3][key], rtol=0, atol=1e-3)
+    torch.testing.assert_close(runs[True][3], runs[False][3], rtol=0, atol=1e-3)
 
 
 @pytest.mark.slow
