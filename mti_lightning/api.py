@@ -152,8 +152,8 @@ def attribute(
     ...) and ``.activation``. One target serves every image; one image serves every target."""
     from mti_lightning.core.attribution import attribute as core_attribute
     from mti_lightning.core.features import build_readout
-    from mti_lightning.search.layer_choice import attribution_layer_auto, resolve_target
-    from mti_lightning.search.targets import parse_targets
+    from mti_lightning.core.layer_choice import attribution_layer_auto, resolve_target
+    from mti_lightning.core.targets import parse_targets
 
     lm = _load_model(model, input_size=input_size)
     batch = _image_batch(images, None if isinstance(images, torch.Tensor) else lm.input_size[1:])

@@ -19,13 +19,13 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from mti_lightning.core.errors import MTIConfigError
-from mti_lightning.core.models import load_model
-from mti_lightning.search.layer_choice import (
+from mti_lightning.core.layer_choice import (
     attribution_layer_for,
     layer_at_depth,
     position_for,
     survey,
 )
+from mti_lightning.core.models import load_model
 
 MTI = str(Path(sys.executable).parent / "mti")
 TINY_COMPARE = [

@@ -243,7 +243,7 @@ def resolve_auto_layers(cfg: AtlasConfig, lm: LoadedModel) -> AtlasConfig:
     model's own choice, else the block boundary before the feature)."""
     if "auto" not in cfg.layers:
         return cfg
-    from mti_lightning.search.layer_choice import attribution_layer_auto
+    from mti_lightning.core.layer_choice import attribution_layer_auto
 
     readout = build_readout(lm.model, lm.input_size, [cfg.spec])
     auto = attribution_layer_auto(lm, readout)

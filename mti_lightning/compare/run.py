@@ -38,16 +38,16 @@ from mti_lightning.core.attribution import attribute
 from mti_lightning.core.errors import MTIConfigError, closest
 from mti_lightning.core.features import FeatureSpec, Readout
 from mti_lightning.core.io import load_image, load_tensors, save_tensors, write_json
-from mti_lightning.core.models import load_model
-from mti_lightning.core.probes import layer_shapes
-from mti_lightning.core.zoo import BUILTIN_MODELS
-from mti_lightning.search.layer_choice import (
+from mti_lightning.core.layer_choice import (
     attribution_layer_for,
     check_depth,
     layer_at_depth,
     position_for,
     survey,
 )
+from mti_lightning.core.models import load_model
+from mti_lightning.core.probes import layer_shapes
+from mti_lightning.core.zoo import BUILTIN_MODELS
 from mti_lightning.world.curves import NUM_CLASSES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")

@@ -22,15 +22,15 @@ from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import FeatureSpec, Readout, build_readout
 from mti_lightning.core.inversion import inversion_objective
 from mti_lightning.core.io import load_image
+from mti_lightning.core.layer_choice import attribution_layer_auto, resolve_target
 from mti_lightning.core.models import LoadedModel, load_model
 from mti_lightning.core.objectives import Activation, L2ToSeed, Objective, Tension
 from mti_lightning.core.parameterizations import make_parameterization
+from mti_lightning.core.targets import parse_targets
 from mti_lightning.core.transforms import TransformConfig
-from mti_lightning.search.layer_choice import attribution_layer_auto, resolve_target
 from mti_lightning.search.options import check_search_numbers
 from mti_lightning.search.result import SearchResult
 from mti_lightning.search.summary import summary_rows
-from mti_lightning.search.targets import parse_targets
 from mti_lightning.search.tracking import run_facts, summary_values, track_search
 from mti_lightning.shells.callbacks import (
     ImageSnapshots,
