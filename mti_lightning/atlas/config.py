@@ -1,8 +1,7 @@
 """Every option of the attribution atlas as one flat dataclass of plain fields.
 
-Each field maps 1:1 to a key of the YAML config (``mti experiment=atlas``) and to a
-``--field`` flag of ``python -m mti_lightning.atlas``. Values are checked when the
-config is built, so a bad option fails before any work starts.
+Each field maps 1:1 to a key of the YAML config (``mti experiment=atlas``, ``atlas.FIELD``).
+Values are checked when the config is built, so a bad option fails before any work starts.
 """
 
 from __future__ import annotations
