@@ -34,8 +34,8 @@ from torch.utils.data import DataLoader
 
 from benchmarks import common
 from mti_lightning.atlas.config import AtlasConfig
-from mti_lightning.atlas.data import ShardDataset
 from mti_lightning.atlas.dataset_pass import PassSetup, prepare, run_pass
+from mti_lightning.shells.data_pass import ShardDataset
 
 # model, batch, images on the device (ours), faccent batches, JPEG files, input side
 CONFIGS = {

@@ -157,8 +157,8 @@ def attribute(
     ...) and ``.activation``. One target serves every image; one image serves every target."""
     from mti_lightning.core.attribution import attribute as core_attribute
     from mti_lightning.core.features import build_readout
-    from mti_lightning.search.layer_choice import attribution_layer_auto, resolve_target
-    from mti_lightning.search.targets import parse_targets
+    from mti_lightning.core.layer_choice import attribution_layer_auto, resolve_target
+    from mti_lightning.core.targets import parse_targets
 
     lm = _load_model(model, input_size=input_size)
     batch = _image_batch(images, None if isinstance(images, torch.Tensor) else lm.input_size[1:])
@@ -231,13 +231,14 @@ def compare(
     :class:`~mti_lightning.face.results.CompareResult`: iterate it as the list of rows; it shows
     the report in Jupyter); the report lands in the run directory."""
     from mti_lightning.compare.run import run_compare
+    from mti_lightning.search.job import run_search_job
 
     quiet_console()
     fixed = {"models": list(models), "layers": layers}
     cfg, _ = build_config(["experiment=compare"], None, options, "compare", fixed)
     out = run_dir_for(run_dir)
     write_config(cfg, out)
-    return CompareResult(out, run_compare(cfg, out))
+    return CompareResult(out, run_compare(cfg, out, run_search_job))
 
 
 def train(model: str, run_dir: str | Path | None = None, **options: Any) -> TrainResult | None:

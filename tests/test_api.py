@@ -196,7 +196,10 @@ def test_visualize_and_accentuate(tmp_path):
 
 BAD = [
     (lambda: mti.load_model(InplaceNet()), "input_size is required for an nn.Module (InplaceNet)"),
-    (lambda: mti.load_model("torchvision:resnet_18"), "unknown torchvision model 'resnet_18'"),
+    (
+        lambda: mti.load_model("torchvision:resnet_18"),
+        "unknown torchvision model 'torchvision:resnet_18'",
+    ),
     (lambda: mti.load_model("torchvision:resnet_18"), "'resnet18'"),
     (lambda: mti.load_model("resnt18"), "unknown model 'resnt18'"),
     (lambda: mti.search("curvenet", "layer9.conv:1", **TINY), "unknown layer 'layer9.conv'"),

@@ -19,13 +19,13 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from mti_lightning.core.errors import MTIConfigError
-from mti_lightning.core.models import load_model
-from mti_lightning.search.layer_choice import (
+from mti_lightning.core.layer_choice import (
     attribution_layer_for,
     layer_at_depth,
     position_for,
     survey,
 )
+from mti_lightning.core.models import load_model
 
 MTI = str(Path(sys.executable).parent / "mti")
 TINY_COMPARE = [
@@ -145,9 +145,10 @@ COMPARE_BAD = [
 @pytest.mark.parametrize("override,message", COMPARE_BAD, ids=[b[1][:24] for b in COMPARE_BAD])
 def test_bad_compare_input_is_a_clear_error_before_any_work(tmp_path, override, message):
     from mti_lightning.compare.run import run_compare
+    from mti_lightning.search.job import run_search_job
 
     with pytest.raises(MTIConfigError, match=re.escape(message)):
-        run_compare(_compose([*TINY_COMPARE, "logger=csv", *override]), tmp_path)
+        run_compare(_compose([*TINY_COMPARE, "logger=csv", *override]), tmp_path, run_search_job)
     assert not any(tmp_path.iterdir())
 
 
@@ -167,12 +168,13 @@ def test_compare_measures_the_same_random_init_weights_its_search_loads(tmp_path
 
 def test_compare_stages_resume_from_the_run_directory(tmp_path):
     from mti_lightning.compare.run import run_compare
+    from mti_lightning.search.job import run_search_job
 
     cfg = _compose([*TINY_COMPARE, "models=[curvenet]", "logger=csv", "compare.n_images=3"])
-    first = run_compare(cfg, tmp_path)
+    first = run_compare(cfg, tmp_path, run_search_job)
     metrics = tmp_path / "searches" / "curvenet" / "metrics.json"
     stamps = {p: p.stat().st_mtime_ns for p in [*(tmp_path / "data").iterdir(), metrics]}
-    again = run_compare(cfg, tmp_path)
+    again = run_compare(cfg, tmp_path, run_search_job)
     assert again == first
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
 
@@ -244,6 +246,7 @@ def test_compare_trains_two_tiny_models_and_writes_the_report(tmp_path):
     """Offline: both timm models are trained on the curves world (into the cache), marked
     trained, and the findings report is written and copied to compare.report_to."""
     from mti_lightning.compare.run import run_compare
+    from mti_lightning.search.job import run_search_job
     from mti_lightning.world.recipes import recipe_for
     from mti_lightning.world.train_cache import cached_record
 
@@ -259,7 +262,7 @@ def test_compare_trains_two_tiny_models_and_writes_the_report(tmp_path):
         f"compare.cache_dir={cache}",
         f"compare.report_to={docs}",
     ]
-    rows = run_compare(_compose(overrides), tmp_path / "run")
+    rows = run_compare(_compose(overrides), tmp_path / "run", run_search_job)
     assert [r["model"] for r in rows] == ["test_resnet"] * 3 + ["test_vit"] * 3
     assert all(r["weights"].startswith("trained on curves") for r in rows)
     for r in rows:

@@ -1,8 +1,13 @@
-"""Tests of CurveNet: structure, shipped weights (checksum, accuracy) and its training code."""
+"""Tests of CurveNet: structure, shipped weights (checksum, accuracy, recipe) and its training,
+which is the common one (``mti experiment=train model=curvenet``)."""
 
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -12,23 +17,33 @@ import yaml
 from safetensors.torch import load_file
 from torch import nn
 
+from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.zoo import build_builtin, curvenet
+from mti_lightning.shells.trainer import make_trainer
 from mti_lightning.world.curve_datamodule import CurveDataModule
 from mti_lightning.world.curve_dataset import CurveDataset
-from mti_lightning.world.train import sha256_file
-from mti_lightning.world.train_curvenet import (
-    DEFAULT_RECIPE,
-    CurveNetModule,
+from mti_lightning.world.recipes import recipe_for
+from mti_lightning.world.train import (
+    ClassifierModule,
     evaluate_accuracy,
-    load_recipe,
-    main,
-    normalize,
     resolve_recipe,
-    train_curvenet,
+    sha256_file,
 )
 
-RECIPE_PATH = curvenet.WEIGHTS_PATH.with_suffix(".yaml")
-TINY_RECIPE = {"train_size": 64, "val_size": 32, "test_size": 32, "epochs": 1, "num_workers": 0}
+RECORD_PATH = curvenet.WEIGHTS_PATH.with_suffix(".yaml")
+MTI = str(Path(sys.executable).parent / "mti")
+TINY = ["train.train_size=64", "train.val_size=32", "train.test_size=32", "train.epochs=1"]
+
+
+def module(model: nn.Module, lr: float = 0.008) -> ClassifierModule:
+    return ClassifierModule(model, curvenet.MEAN, curvenet.STD, curvenet.NUM_CLASSES, lr=lr)
+
+
+def run_mti(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
+    return subprocess.run(
+        [MTI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_structure_and_config() -> None:
@@ -48,101 +63,96 @@ def test_structure_and_config() -> None:
     assert not model.training
 
 
-def test_shipped_weights_load_and_match_recipe_checksum() -> None:
+def test_shipped_weights_match_their_record_and_recipe() -> None:
+    """The record beside the weights holds their sha256 and the recipe that made them, which
+    is the recipe ``mti experiment=train model=curvenet`` trains with."""
     model, config = build_builtin("curvenet")
     assert config["trained"] is True
     assert curvenet.WEIGHTS_PATH.stat().st_size < 5_000_000
-    record = yaml.safe_load(RECIPE_PATH.read_text())
+    record = yaml.safe_load(RECORD_PATH.read_text())
     assert sha256_file(curvenet.WEIGHTS_PATH) == record["result"]["sha256"]
     assert record["result"]["held_out_accuracy"] >= 0.95
-    assert resolve_recipe(load_recipe(RECIPE_PATH)) == resolve_recipe(DEFAULT_RECIPE)
+    shipped = record["recipe"]
+    assert tuple(shipped["mean"]) == curvenet.MEAN and tuple(shipped["std"]) == curvenet.STD
+    recipe = resolve_recipe(recipe_for("curvenet"))
+    assert recipe["model"] == "curvenet" and recipe["warmup"] == 0.3
+    for key, value in shipped.items():
+        if key not in ("mean", "std"):
+            assert recipe[key] == value, key
+    assert recipe["train_size"] == 40960 and recipe["epochs"] == 8
 
 
 def test_shipped_weights_accuracy_on_fresh_images() -> None:
     model, _ = curvenet.build()
-    recipe = load_recipe(RECIPE_PATH)
+    recipe = recipe_for("curvenet")
     fresh_seed = 424242
     assert fresh_seed not in (recipe["train_seed"], recipe["val_seed"], recipe["test_seed"])
-    assert evaluate_accuracy(model, CurveDataset(512, fresh_seed)) >= 0.95
+    assert evaluate_accuracy(module(model), CurveDataset(512, fresh_seed)) >= 0.95
 
 
 def test_missing_weights_error_names_path_and_command(monkeypatch, tmp_path) -> None:
     missing = tmp_path / "curvenet.safetensors"
     monkeypatch.setattr(curvenet, "WEIGHTS_PATH", missing)
-    with pytest.raises(FileNotFoundError, match="train_curvenet") as err:
+    with pytest.raises(FileNotFoundError, match="mti experiment=train model=curvenet") as err:
         curvenet.build()
     assert str(missing) in str(err.value)
 
 
 def test_recipe_validation() -> None:
-    with pytest.raises(ValueError, match="unknown recipe keys"):
-        resolve_recipe({"epoch": 3})
-    with pytest.raises(ValueError, match="normalisation"):
-        resolve_recipe({"mean": [0.4, 0.4, 0.4]})
-    with pytest.raises(ValueError, match="must all differ"):
-        resolve_recipe({"val_seed": DEFAULT_RECIPE["train_seed"]})
-    with pytest.raises(ValueError, match="unknown CurveConfig keys"):
-        resolve_recipe({"config": {"colour": 1}})
+    with pytest.raises(MTIConfigError, match="unknown recipe keys"):
+        resolve_recipe(recipe_for("curvenet", {"epoch": 3}))
+    with pytest.raises(MTIConfigError, match="must all differ"):
+        resolve_recipe(recipe_for("curvenet", {"val_seed": recipe_for("curvenet")["train_seed"]}))
+    with pytest.raises(MTIConfigError, match="unknown CurveConfig keys"):
+        resolve_recipe(recipe_for("curvenet", {"config": {"colour": 1}}))
+
+
+def test_the_removed_training_command_names_its_replacement(tmp_path) -> None:
+    out = run_mti(["experiment=train_curvenet", "hydra.run.dir=run"], tmp_path)
+    assert out.returncode == 2
+    line = out.stderr.strip().splitlines()[-1]
+    assert line == (
+        "mti: error: experiment=train_curvenet is gone; use mti experiment=train "
+        "model=curvenet (the shipped weights' recipe)"
+    )
+    assert not (tmp_path / "run" / "curvenet.safetensors").exists()
 
 
 @pytest.mark.slow
-def test_training_steps_reduce_the_loss() -> None:
+def test_training_steps_reduce_the_loss(tmp_path) -> None:
     L.seed_everything(0)
     data = CurveDataModule(train_size=256, val_size=32, batch_size=32)
     data.setup("fit")
     images, labels = next(iter(torch.utils.data.DataLoader(data.train_set, batch_size=256)))
-    module = CurveNetModule(lr=0.01)
+    classifier = module(curvenet.CurveNet(), lr=0.01)
 
     def loss() -> float:
-        module.eval()
+        classifier.eval()
         with torch.no_grad():
-            value = float(F.cross_entropy(module(images), labels))
-        module.train()
+            value = float(F.cross_entropy(classifier(images), labels))
+        classifier.train()
         return value
 
     before = loss()
-    trainer = L.Trainer(
-        max_steps=40,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
-    trainer.fit(module, datamodule=data)
+    trainer = make_trainer(tmp_path, 40, requeue_signal=None, max_epochs=-1, limit_val_batches=0)
+    trainer.fit(classifier, datamodule=data)
     assert loss() < before - 0.1
 
 
 @pytest.mark.slow
-def test_train_curvenet_writes_weights_and_csv_logs(tmp_path) -> None:
-    out = tmp_path / "w.safetensors"
-    results = train_curvenet(TINY_RECIPE, out, logger="csv", log_dir=tmp_path / "logs")
-    assert results["sha256"] == sha256_file(out) and 0.0 <= results["held_out_accuracy"] <= 1.0
-    model = curvenet.CurveNet()
-    model.load_state_dict(load_file(out))
-    (metrics,) = (tmp_path / "logs").rglob("metrics.csv")
+def test_mti_train_model_curvenet_writes_weights_record_and_csv_logs(tmp_path) -> None:
+    """The one CurveNet training path: the shipped recipe (overridden small here) through
+    ``mti experiment=train model=curvenet``; weights, their record with checksum, CSV logs."""
+    args = ["experiment=train", "model=curvenet", *TINY, "train.num_workers=0", "logger=csv"]
+    out = run_mti([*args, "hydra.run.dir=run"], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    weights = tmp_path / "run" / "model.safetensors"
+    record = yaml.safe_load(weights.with_suffix(".yaml").read_text())
+    assert record["result"]["sha256"] == sha256_file(weights)
+    assert 0.0 <= record["result"]["held_out_accuracy"] <= 1.0
+    assert record["recipe"]["train_size"] == 64 and record["recipe"]["lr"] == 0.008
+    curvenet.CurveNet().load_state_dict(load_file(weights))
+    (metrics,) = (tmp_path / "run").rglob("metrics.csv")
     with open(metrics) as f:
         columns = next(csv.reader(f))
-    assert {"train/loss_epoch", "train/acc_epoch", "val/loss", "val/acc", "test/acc"} <= set(
-        columns
-    )
-    with pytest.raises(ValueError, match="logger"):
-        train_curvenet(TINY_RECIPE, out, logger="tensorboard")
-
-
-@pytest.mark.slow
-def test_cli_writes_weights_and_recipe_record(tmp_path) -> None:
-    recipe_file = tmp_path / "recipe.yaml"
-    recipe_file.write_text(yaml.safe_dump({"recipe": TINY_RECIPE}))
-    out = tmp_path / "cli.safetensors"
-    main(["--out", str(out), "--recipe", str(recipe_file), "--logger", "none"])
-    record = yaml.safe_load(out.with_suffix(".yaml").read_text())
-    assert record["result"]["sha256"] == sha256_file(out)
-    assert record["recipe"]["train_size"] == TINY_RECIPE["train_size"]
-
-
-def test_normalize() -> None:
-    x = torch.full((1, 3, 2, 2), 0.75)
-    assert torch.allclose(normalize(x), torch.ones_like(x))
+    assert {"train/loss_epoch", "val/loss", "val/acc", "test/acc"} <= set(columns)

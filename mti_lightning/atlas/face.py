@@ -44,8 +44,8 @@ def check_gone_keys(atlas: dict[str, Any]) -> None:
 
 def _feature(cfg: dict[str, Any], lm: LoadedModel) -> str:
     """The one feature ``target`` names, as a spec string."""
-    from mti_lightning.search.layer_choice import resolve_target
-    from mti_lightning.search.targets import parse_targets
+    from mti_lightning.core.layer_choice import resolve_target
+    from mti_lightning.core.targets import parse_targets
 
     specs = parse_targets(resolve_target(cfg["target"], lm.model, lm.input_size, lm.name))
     if len(specs) != 1:

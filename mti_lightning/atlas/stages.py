@@ -169,11 +169,6 @@ def _dataset_pass(run: AtlasRun) -> dict[str, Any]:
     out = dataset_pass.run_pass(run.setup, run.cfg, run.shard_dir)
     if out["rank"] == 0:
         out["shards"] = run.rel(run.shard_dir)
-        if out["n_failed"]:
-            print(
-                f"atlas: skipped {out['n_failed']} of {out['n_files']} images that did not "
-                f"decode; listed in {run.dir('dataset_pass') / 'failed.json'}"
-            )
     return out
 
 

@@ -23,51 +23,51 @@ comparison table and its figures. Stages, each resumable in the run directory:
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+import mti_lightning.world  # noqa: F401  (registers the built-in world's data sets)
 from mti_lightning.compare.plan import Plan
 from mti_lightning.compare.report import write_report
 from mti_lightning.compare.trained import recipes_to_train, train_models
 from mti_lightning.compare.tuning import Tuning, tuning_images, unit_tuning
-from mti_lightning.core.attribution import attribute
-from mti_lightning.core.errors import MTIConfigError, closest
+from mti_lightning.core.attribution import attribute, tension_ratio
+from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import FeatureSpec, Readout
-from mti_lightning.core.io import load_image, load_tensors, save_tensors, write_json
-from mti_lightning.core.models import load_model
-from mti_lightning.core.probes import layer_shapes
-from mti_lightning.core.zoo import BUILTIN_MODELS
-from mti_lightning.search.layer_choice import (
+from mti_lightning.core.io import load_tensors, save_tensors, write_json
+from mti_lightning.core.layer_choice import (
     attribution_layer_for,
     check_depth,
     layer_at_depth,
     position_for,
     survey,
 )
+from mti_lightning.core.models import check_model_name, load_seeded
+from mti_lightning.core.probes import layer_shapes
+from mti_lightning.core.zoo import BUILTIN_MODELS
+from mti_lightning.shells.data_pass import PassOptions, PassSetup, load_pass, run_pass
+from mti_lightning.shells.images import ImageSource, SourceRequest, open_source
 from mti_lightning.world.curves import NUM_CLASSES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+# runs one search from its config into a directory and returns its metrics record
+SearchRunner = Callable[[dict[str, Any], Path], dict[str, Any]]
+
 MEASURES = ("activation", "e_plus", "e_minus", "tension", "tension_ratio")
 
 
 def check_models(models: Any) -> list[str]:
-    """The ``models`` list, every name a built-in or timm model, or a clear error."""
-    import timm
-
+    """The ``models`` list, every name a built-in, timm or ``torchvision:NAME`` model, or a
+    clear error."""
     names = [models] if isinstance(models, str) else list(models or [])
     if not names:
         raise MTIConfigError("models is empty; give e.g. models=[curvenet,resnet18]")
     for name in names:
-        if name not in BUILTIN_MODELS and not timm.is_model(name):
-            hints = closest(str(name), [*BUILTIN_MODELS, *timm.list_models()])
-            raise MTIConfigError(
-                f"unknown model {name!r} in models; valid: a built-in "
-                f"({', '.join(BUILTIN_MODELS)}) or a timm model name; closest: {hints}"
-            )
+        check_model_name(str(name), " in models")
     if len(set(names)) != len(names):
         raise MTIConfigError(f"models {names} names a model twice")
     return names
@@ -119,23 +119,22 @@ def choose_units(spec: Any, n_channels: int, seed: int, where: str) -> list[int]
 def _load(name: str, m: dict[str, Any], checkpoint: str | None, seed: int):
     """The model, its loading note and the model config that reloads the same weights.
 
-    The global seed is set first, as ``run_search_job`` does, so a random-init model loaded
-    again by the search has the same weights as the one measured here.
+    Loaded with torch seeded by ``seed`` (:func:`~mti_lightning.core.models.load_seeded`), as
+    the search runner loads it, so a random-init model loaded again by the search has the
+    same weights as the one measured here.
     """
     size = None if name in BUILTIN_MODELS else m.get("input_size")
     pretrained = bool(m.get("pretrained")) and checkpoint is None and name not in BUILTIN_MODELS
-    torch.manual_seed(seed)
     note = ""
     try:
-        lm = load_model(name, pretrained, checkpoint, input_size=size)
+        lm = load_seeded(name, seed, pretrained, checkpoint, input_size=size)
     except MTIConfigError as err:
         if not pretrained:
             raise
         why = type(err.__cause__).__name__ if err.__cause__ else "no network"
         note = f"pretrained weights unreachable ({why}), random init"
         pretrained = False
-        torch.manual_seed(seed)
-        lm = load_model(name, False, None, input_size=size)
+        lm = load_seeded(name, seed, False, None, input_size=size)
     note = note or ("trained" if lm.trained else "random init")
     cfg = {"name": name, "pretrained": pretrained, "checkpoint": checkpoint, "input_size": size}
     return lm, note, cfg
@@ -177,68 +176,61 @@ def plan_model(
     return Plan(name, lm, layer, attr, position, units, n_channels, note, model_cfg)
 
 
-def image_files(cfg: dict[str, Any], run_dir: Path) -> tuple[list[Path], Path, str]:
-    """The common image set, its folder and a line describing it."""
+def image_source(
+    cfg: dict[str, Any], run_dir: Path, size: tuple[int, int]
+) -> tuple[ImageSource, Path, str]:
+    """The common image set at ``size``: its source, its folder and a line describing it
+    (``compare.images``, else ``compare.n_images`` curve images written to ``images/``)."""
     c = cfg["compare"]
     if c.get("images"):
         folder = Path(c["images"])
-        if not folder.is_dir():
-            raise MTIConfigError(f"compare.images={folder} is not a directory of images")
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        files = files[: c["n_images"]]
-        if not files:
-            raise MTIConfigError(
-                f"no image files ({', '.join(IMAGE_SUFFIXES)}) under compare.images={folder}"
-            )
-        return files, folder, f"{len(files)} images from {folder}"
-    from mti_lightning.world.curve_dataset import write_image_folder
-    from mti_lightning.world.curves import CurveConfig
-
-    folder = write_image_folder(run_dir / "images", c["n_images"], cfg["seed"], CurveConfig(), 0.3)
-    files = sorted(folder.rglob("*.png"))
-    return files, folder, f"{len(files)} synthetic curve images ({folder})"
-
-
-def load_images(files: Sequence[Path], size: tuple[int, int]) -> tuple[torch.Tensor, list[Path]]:
-    """Images resized to ``size`` and the files that decoded; the others are skipped."""
-    images, kept = [], []
-    for path in files:
         try:
-            images.append(load_image(path, size))
-            kept.append(path)
-        except MTIConfigError:
-            continue
-    if not images:
-        raise MTIConfigError(f"none of the {len(files)} image files decodes; nothing to measure")
-    return torch.stack(images), kept
+            source = open_source(str(folder), size, limit=int(c["n_images"]))
+        except MTIConfigError as err:
+            raise MTIConfigError(f"compare.images: {err}") from err
+        return source, folder, f"{len(source)} images from {folder}"
+    folder = run_dir / "images"
+    request = SourceRequest(size, folder, int(c["n_images"]), cfg["seed"], {"two_arc_fraction": 0.3})
+    source = open_source("curves", size, request=request)
+    return source, folder, f"{len(source)} synthetic curve images ({folder})"
 
 
-def data_pass(plan: Plan, images: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:
-    """Activation and energies of every (unit, image): tensors ``(units, images)``.
+def data_pass(
+    plan: Plan, source: ImageSource, batch_size: int, shard_dir: Path, accelerator: str
+) -> dict[str, torch.Tensor]:
+    """Activation and energies of every (unit, image) by the engine's one data pass: tensors
+    ``(units, images)`` over the images that decoded (``index``: their indices in ``source``).
 
-    (unit, image) pairs go through the network ``batch_size`` at a time; everything stays on
+    ``batch_size`` (unit, image) pairs go through the network at a time; everything stays on
     the device until the reduced per-pair values are complete.
     """
-    lm, layer = plan.lm, plan.layer
-    device = images.device
-    shapes = layer_shapes(lm.model, lm.input_size, [layer])
-    pairs = [(u, i) for u in plan.units for i in range(len(images))]
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in MEASURES}
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        specs = [FeatureSpec(layer, u, plan.position) for u, _ in chunk]
-        readout = Readout(specs, shapes).to(device)
-        index = torch.tensor([i for _, i in chunk], device=device)
-        att = attribute(lm, images[index], readout, [plan.attribution_layer])
-        values = {"activation": att.activation, **att.energies[plan.attribution_layer].as_dict()}
-        for k in MEASURES:
-            parts[k].append(values[k].float())
-    n_units, n_images = len(plan.units), len(images)
-    return {k: torch.cat(v).view(n_units, n_images).cpu() for k, v in parts.items()}
+    lm, layer, attr = plan.lm, plan.layer, plan.attribution_layer
+    shapes = layer_shapes(lm.model, lm.input_size, [layer, attr])
+    readout = Readout([FeatureSpec(layer, u, plan.position) for u in plan.units], shapes)
+    setup = PassSetup(lm, readout, source, [attr], shapes)
+    options = PassOptions(
+        shard_size=256, batch_size=batch_size, vectors=False, fast_net=False, accelerator=accelerator
+    )
+    run_pass(setup, options, shard_dir, who="compare")
+    out = load_pass(shard_dir)
+    n_units = len(plan.units)
+
+    def per_unit(v: torch.Tensor) -> torch.Tensor:  # (images, units) -> (units, images)
+        return v.reshape(len(v), n_units).T.contiguous().float()
+
+    e_plus, e_minus = per_unit(out[f"{attr}/e_plus"]), per_unit(out[f"{attr}/e_minus"])
+    return {
+        "activation": per_unit(out["activation"]),
+        "e_plus": e_plus,
+        "e_minus": e_minus,
+        "tension": torch.minimum(e_plus, e_minus),
+        "tension_ratio": tension_ratio(e_plus, e_minus),
+        "index": out["index"],
+    }
 
 
 def _measured(
-    plan: Plan, images: torch.Tensor, names: list[str], run_dir: Path, batch: int
+    plan: Plan, source: ImageSource, run_dir: Path, batch: int, accelerator: str
 ) -> dict[str, torch.Tensor]:
     """The data pass of ``plan``, reused from the run directory when it matches."""
     meta = {
@@ -247,22 +239,24 @@ def _measured(
         "attribution_layer": plan.attribution_layer,
         "position": plan.position,
         "units": plan.units,
-        "images": names,
+        "images": [source.name(i) for i in range(len(source))],
     }
     tensors = run_dir / "data" / f"{plan.name}.safetensors"
     meta_path = tensors.with_suffix(".json")
     if tensors.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()) == meta:
         return load_tensors(tensors)
-    values = data_pass(plan, images, batch)
+    digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:12]
+    shard_dir = run_dir / "data" / plan.name / f"shards-{digest}"
+    values = data_pass(plan, source, batch, shard_dir, accelerator)
     save_tensors(tensors, values)
     write_json(meta_path, meta)
     return values
 
 
-def _search(plan: Plan, cfg: dict[str, Any], run_dir: Path) -> dict[int, dict[str, Any]]:
+def _search(
+    plan: Plan, cfg: dict[str, Any], run_dir: Path, run_search: SearchRunner
+) -> dict[int, dict[str, Any]]:
     """One batched MTI search of the first ``compare.search_units`` units: row per unit."""
-    from mti_lightning.search.job import run_search_job
-
     units = plan.units[: int(cfg["compare"]["search_units"])]
     if not units:
         return {}
@@ -285,7 +279,7 @@ def _search(plan: Plan, cfg: dict[str, Any], run_dir: Path) -> dict[int, dict[st
     if done.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()) == meta:
         record = json.loads(done.read_text())
     else:
-        record = run_search_job(sub, out)
+        record = run_search(sub, out)
         write_json(meta_path, meta)
     best: dict[int, dict[str, Any]] = {}
     for u in units:
@@ -347,15 +341,18 @@ def unit_rows(
     return rows
 
 
-def _device(trainer: dict[str, Any]) -> torch.device:
-    acc = str(trainer.get("accelerator", "cpu"))
-    if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
+def _device(accelerator: str) -> torch.device:
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
 
 
-def run_compare(cfg: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
-    """Run the comparison described by ``cfg`` into ``run_dir``; return its table rows."""
+def run_compare(
+    cfg: dict[str, Any], run_dir: Path, run_search: SearchRunner
+) -> list[dict[str, Any]]:
+    """Run the comparison described by ``cfg`` into ``run_dir``; return its table rows.
+    ``run_search(config, run_dir) -> metrics record`` runs each model's MTI search (the face
+    passes the search journey's runner, so the comparison never imports another journey)."""
     run_dir = Path(run_dir)
     c = cfg["compare"]
     models = check_models(cfg["models"])
@@ -371,6 +368,8 @@ def run_compare(cfg: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
             f"compare.tuning_images={c['tuning_images']}; need at least {NUM_CLASSES} "
             "(one per orientation), e.g. 1200"
         )
+    if c.get("images"):
+        image_source(cfg, run_dir, (1, 1))  # a bad folder is an error before any training
     recipes = recipes_to_train(cfg, models)
     plans = [plan_model(name, cfg, models) for name in models]
     records = train_models(cfg, recipes, run_dir)
@@ -378,21 +377,20 @@ def run_compare(cfg: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
         if name in records:
             weights, note, _ = records[name]
             plans[i] = plan_model(name, cfg, models, checkpoint=str(weights), note=note)
-    files, folder, images_line = image_files(cfg, run_dir)
     t_images, t_labels = tuning_images(int(c["tuning_images"]), int(c["tuning_seed"]))
-    device = _device(cfg["trainer"])
+    accelerator = str(cfg["trainer"].get("accelerator", "cpu"))
     rows, data, tunings, skipped = [], {}, {}, 0
     for plan in plans:
-        images, kept = load_images(files, plan.lm.input_size[1:])
-        names = [str(p.relative_to(folder)) for p in kept]
-        plan.lm.to(device)
-        values = _measured(plan, images.to(device), names, run_dir, int(c["batch_size"]))
+        source, folder, images_line = image_source(cfg, run_dir, plan.lm.input_size[1:])
+        values = _measured(plan, source, run_dir, int(c["batch_size"]), accelerator)
+        names = [source.name(int(i)) for i in values.pop("index")]
+        plan.lm.to(_device(accelerator))
         tunings[plan.name] = unit_tuning(plan, t_images, t_labels)
         plan.lm.to("cpu")
         data[plan.name] = values
-        found = _search(plan, cfg, run_dir)
+        found = _search(plan, cfg, run_dir, run_search)
         rows += unit_rows(plan, values, names, found, tunings[plan.name])
-        skipped = len(files) - len(kept)
+        skipped = len(source) - len(names)
     header = _header(cfg, plans, rows, images_line, skipped)
     training = {name: record for name, (_, _, record) in records.items()}
     write_report(cfg, run_dir, header, plans, rows, data, tunings, training, image_root=folder)

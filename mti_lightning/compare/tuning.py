@@ -1,15 +1,9 @@
-"""Orientation tuning of every unit of a compared layer, as in the CurveNet report.
-
-Per channel of the layer (read at the comparison's position): the mean value per orientation
-class over single-arc curve images (the tuning curve), the share of its variance orientation
-explains (R2, :func:`~mti_lightning.world.curvenet_report.tuning_strength`), the preferred
-orientation (the curve's maximum) and where the strongest inhibition lies (its minimum), as an
-offset from the preference in degrees (0 to 90, orientations being modulo 180).
+"""Orientation tuning of every unit of a compared layer: each channel of the layer, read at
+the comparison's position on single-arc curve images, through the world's one tuning function
+(:func:`~mti_lightning.world.tuning.orientation_tuning`, as in the CurveNet report).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,26 +12,9 @@ from mti_lightning.compare.plan import Plan
 from mti_lightning.core.features import FeatureSpec, readout_weight
 from mti_lightning.core.probes import capture, layer_shapes
 from mti_lightning.world.curve_dataset import CurveDataset, RenderedCurveDataset
-from mti_lightning.world.curvenet_report import tuning_strength, tuning_table
-from mti_lightning.world.curves import ORIENTATIONS_DEG
+from mti_lightning.world.tuning import TUNED_R2, Tuning, orientation_tuning
 
-TUNED_R2 = 0.2  # a unit is orientation tuned when orientation explains > 20% of its variance
-
-
-@dataclass
-class Tuning:
-    """Tuning of all ``C`` channels of one layer: curves ``(C, 8)``, R2, preference, offset."""
-
-    curves: torch.Tensor
-    r2: torch.Tensor
-    preferred_deg: torch.Tensor
-    inhibition_deg: torch.Tensor
-    offset_deg: torch.Tensor
-
-    @property
-    def tuned(self) -> torch.Tensor:
-        """Mask of the orientation-tuned channels (R2 > ``TUNED_R2``)."""
-        return self.r2 > TUNED_R2
+__all__ = ["TUNED_R2", "Tuning", "channel_values", "tuning_images", "unit_tuning"]
 
 
 def tuning_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,17 +45,6 @@ def channel_values(plan: Plan, images: torch.Tensor, batch: int = 256) -> torch.
     return torch.cat(out).cpu()
 
 
-def offset_deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Angle between orientations ``a`` and ``b`` (degrees, modulo 180): 0 to 90."""
-    d = (a - b).abs() % 180
-    return torch.minimum(d, 180 - d)
-
-
 def unit_tuning(plan: Plan, images: torch.Tensor, labels: torch.Tensor) -> Tuning:
     """Orientation tuning of every channel of the plan's layer."""
-    values = channel_values(plan, images)
-    curves = tuning_table(values, labels)
-    r2 = tuning_strength(curves, values, labels)
-    degrees = torch.tensor(ORIENTATIONS_DEG)
-    pref, worst = degrees[curves.argmax(1)], degrees[curves.argmin(1)]
-    return Tuning(curves, r2, pref, worst, offset_deg(pref, worst))
+    return orientation_tuning(channel_values(plan, images), labels)

@@ -305,19 +305,12 @@ class AggregateSchema:
     top: int = _rule(40, low=1)  # rows in the figure's bar chart
 
 
-@dataclass
-class CurvenetSchema:
-    """``curvenet``: retraining CurveNet from a recipe."""
-
-    recipe: str | None = None  # default: the recipe that made the shipped weights
-    out: str | None = None  # default: <run dir>/curvenet.safetensors
-
-
 def _default_target() -> dict[str, Any]:
     # CurveNet's orientation-tuned units (docs/curvenet_report.txt)
     return {"layer": "bn2", "depth": None, "channel": [9, 12, 19, 5], "position": "center"}
 
 
+# train_curvenet is gone (its task says so, naming `mti experiment=train model=curvenet`)
 TASKS = ("search", "curves", "train", "train_curvenet", "toys", "curvenet_report", "compare")
 TASKS += ("aggregate", "atlas")
 
@@ -350,4 +343,3 @@ class MTIConfig:
     curves: CurvesSchema | None = None
     report: ReportSchema | None = None
     aggregate: AggregateSchema | None = None
-    curvenet: CurvenetSchema | None = None

@@ -79,6 +79,35 @@ def save_png(path: str | Path, image: torch.Tensor) -> Path:
     return atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def is_image_file(path: str | Path) -> bool:
+    """Whether ``path`` is a file with one of the image suffixes the package reads."""
+    path = Path(path)
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+
+
+def decode_image(img: Image.Image, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """The one decoder: a PIL image as ``(3, H, W)`` float RGB in [0, 1], resized (bicubic)
+    to ``size`` ``(H, W)`` where it differs."""
+    img = img.convert("RGB")
+    if size is not None and img.size != (size[1], size[0]):
+        img = img.resize((size[1], size[0]), Image.BICUBIC)
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def read_image(path: str | Path, size: tuple[int, int] | None = None) -> torch.Tensor | None:
+    """:func:`load_image`, or None where the file does not decode (a data pass skips and counts
+    it). PIL raises OSError, SyntaxError, ValueError... on broken files: all mean "skip"."""
+    try:
+        with Image.open(path) as img:
+            return decode_image(img, size)
+    except Exception:
+        return None
+
+
 def load_image(path: str | Path, size: tuple[int, int] | None = None) -> torch.Tensor:
     """Read an image file as ``(3, H, W)`` float in [0, 1], optionally resized to ``size``.
 
@@ -89,10 +118,6 @@ def load_image(path: str | Path, size: tuple[int, int] | None = None) -> torch.T
         raise MTIConfigError(f"image file not found: {path}")
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
-            if size is not None:
-                img = img.resize((size[1], size[0]), Image.BICUBIC)
-            arr = np.asarray(img, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as err:
+            return decode_image(img, size)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise MTIConfigError(f"{path} is not a readable image ({err})") from err
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()

@@ -120,6 +120,41 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TORCHVISION_PREFIX = "torchvision:"
 
 
+def check_model_name(name: str, where: str = "") -> None:
+    """The one model-name check: a clear error unless ``name`` is a built-in, a timm model or
+    ``torchvision:NAME`` (``where`` says where the name was given, e.g. `` in models``)."""
+    import timm
+
+    if name in BUILTIN_MODELS or timm.is_model(name):
+        return
+    if name.startswith(TORCHVISION_PREFIX):
+        from torchvision import models as tv
+
+        short = name[len(TORCHVISION_PREFIX) :]
+        if short in tv.list_models():
+            return
+        raise MTIConfigError(
+            f"unknown torchvision model {name!r}{where}; closest names: "
+            f"{closest(short, tv.list_models())}"
+        )
+    hints = closest(name, list(BUILTIN_MODELS) + _timm_names())
+    raise MTIConfigError(
+        f"unknown model {name!r}{where}: not a built-in ({', '.join(BUILTIN_MODELS)}), "
+        f"not torchvision:NAME, nor a timm model; closest names: {hints}"
+    )
+
+
+def load_seeded(
+    name: str | nn.Module | LoadedModel, seed: int, *args: Any, **kwargs: Any
+) -> LoadedModel:
+    """:func:`load_model` with torch's generator seeded by ``seed`` (the caller's random state
+    left as it was), so a random-init model is the same one in every run of that seed: the
+    model a search loads after ``seed_everything(seed)``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return load_model(name, *args, **kwargs)
+
+
 def _torchvision(
     name: str, pretrained: bool, kwargs: dict[str, Any]
 ) -> tuple[nn.Module, tuple, tuple, tuple, str]:
@@ -127,10 +162,7 @@ def _torchvision(
     weights' transforms, which are known without downloading anything)."""
     from torchvision import models as tv
 
-    if name not in tv.list_models():
-        raise MTIConfigError(
-            f"unknown torchvision model {name!r}; closest names: {closest(name, tv.list_models())}"
-        )
+    check_model_name(TORCHVISION_PREFIX + name)
     weights = None
     try:
         weights = tv.get_model_weights(name).DEFAULT
@@ -163,12 +195,7 @@ def _timm(
     """A timm model by name and the input config timm records for it."""
     import timm
 
-    if not timm.is_model(name):
-        hints = closest(name, list(BUILTIN_MODELS) + _timm_names())
-        raise MTIConfigError(
-            f"unknown model {name!r}: not a built-in ({', '.join(BUILTIN_MODELS)}), "
-            f"not torchvision:NAME, nor a timm model; closest names: {hints}"
-        )
+    check_model_name(name)
     try:
         model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as err:  # timm raises many kinds when a download fails

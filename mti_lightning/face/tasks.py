@@ -36,16 +36,6 @@ def _curves(cfg: dict[str, Any], run_dir: Path) -> None:
     print(f"mti: wrote {c['n']} curve images to {out} (ImageFolder layout, labels.csv)")
 
 
-def _train_curvenet(cfg: dict[str, Any], run_dir: Path) -> None:
-    from mti_lightning.world.train_curvenet import load_recipe, train_curvenet
-
-    c = cfg["curvenet"]
-    recipe = load_recipe(c["recipe"]) if c.get("recipe") else load_recipe(_shipped_recipe())
-    out = Path(c.get("out") or run_dir / "curvenet.safetensors")
-    result = train_curvenet(recipe, out, logger=cfg["logger"]["kind"], log_dir=run_dir)
-    print(f"mti: CurveNet weights {out}; held-out accuracy {result['held_out_accuracy']:.4f}")
-
-
 def _train(cfg: dict[str, Any], run_dir: Path) -> None:
     from mti_lightning.world.train_job import run_training
 
@@ -57,10 +47,6 @@ def _train(cfg: dict[str, Any], run_dir: Path) -> None:
             f"accuracy {r['held_out_accuracy']:.4f} after {r['steps']} steps, "
             f"{r['train_seconds']} s; load with model.name={name} model.checkpoint={out}"
         )
-
-
-def _shipped_recipe() -> Path:
-    return Path(__file__).resolve().parents[1] / "core" / "zoo" / "weights" / "curvenet.yaml"
 
 
 def _toys(cfg: dict[str, Any], run_dir: Path) -> None:
@@ -94,8 +80,9 @@ def _curvenet_report(cfg: dict[str, Any], run_dir: Path) -> None:
 
 def _compare(cfg: dict[str, Any], run_dir: Path) -> None:
     from mti_lightning.compare.run import run_compare
+    from mti_lightning.search.job import run_search_job
 
-    run_compare(cfg, run_dir)
+    run_compare(cfg, run_dir, run_search_job)
 
 
 def _aggregate(cfg: dict[str, Any], run_dir: Path) -> None:
@@ -114,7 +101,6 @@ TASKS: dict[str, Callable[[dict[str, Any], Path], None]] = {
     "search": _search,
     "curves": _curves,
     "train": _train,
-    "train_curvenet": _train_curvenet,
     "toys": _toys,
     "curvenet_report": _curvenet_report,
     "compare": _compare,
@@ -123,8 +109,16 @@ TASKS: dict[str, Callable[[dict[str, Any], Path], None]] = {
 }
 
 
+# removed tasks: the error names what replaced them
+GONE_TASKS = {
+    "train_curvenet": "mti experiment=train model=curvenet (the shipped weights' recipe)",
+}
+
+
 def run_task(name: str, cfg: dict[str, Any], run_dir: Path) -> None:
-    """Run task ``name``; an unknown name is a clear error."""
+    """Run task ``name``; an unknown or removed name is a clear error."""
+    if name in GONE_TASKS:
+        raise MTIConfigError(f"experiment={name} is gone; use {GONE_TASKS[name]}")
     if name not in TASKS:
         raise MTIConfigError(f"task {name!r}; valid: {', '.join(TASKS)}")
     TASKS[name](cfg, run_dir)

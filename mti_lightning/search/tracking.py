@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 from mti_lightning.core.features import FeatureSpec
+from mti_lightning.core.layer_choice import relative_depth, survey
 from mti_lightning.core.models import LoadedModel
-from mti_lightning.search.layer_choice import relative_depth, survey
 from mti_lightning.shells.wandb_record import as_wandb, log_summary, log_table, track_outputs
 
 UNIT_KEYS = ("activation", "e_plus", "e_minus", "tension", "tension_ratio")

@@ -26,11 +26,11 @@ from mti_lightning.core.config_checks import check_config
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import FeatureSpec, Readout, build_readout
 from mti_lightning.core.io import load_image
+from mti_lightning.core.layer_choice import attribution_layer_auto, resolve_target
 from mti_lightning.core.models import LoadedModel, load_model
 from mti_lightning.core.parameterizations import make_parameterization
+from mti_lightning.core.targets import parse_targets
 from mti_lightning.core.transforms import TransformConfig
-from mti_lightning.search.layer_choice import attribution_layer_auto, resolve_target
-from mti_lightning.search.targets import parse_targets
 from mti_lightning.shells.callbacks import (
     ImageSnapshots,
     NonFiniteGuard,

@@ -1,4 +1,5 @@
-"""Building the Trainer of a search from plain options, with clear errors for bad combinations."""
+"""The one trainer factory (searches, data passes, training, the toys) built from plain options,
+with clear errors for bad combinations."""
 
 from __future__ import annotations
 
@@ -83,10 +84,16 @@ def make_trainer(
     log_every_n_steps: int = 10,
     progress_bar: bool = False,
     requeue_signal: str | None = "USR2",
+    **options: Any,
 ) -> L.Trainer:
     """A Trainer that runs ``max_steps`` optimisation steps of a search in ``run_dir``; as a
-    SLURM task it checkpoints and requeues itself on ``requeue_signal`` (``shells/slurm.py``)."""
-    if max_steps < 1:
+    SLURM task it checkpoints and requeues itself on ``requeue_signal`` (``shells/slurm.py``).
+
+    ``max_steps=-1``: no step limit (a data pass's ``predict``, a training by epochs).
+    ``options``: further ``L.Trainer`` arguments, replacing a search's defaults where they
+    differ (``max_epochs``, ``deterministic``, ``inference_mode``, ``benchmark``, ...).
+    """
+    if max_steps < 1 and max_steps != -1:
         raise MTIConfigError(f"steps={max_steps}; a search needs at least 1 step")
     check_trainer_options(accelerator, str(precision), devices)
     plugins = slurm_plugins(requeue_signal)
@@ -102,24 +109,25 @@ def make_trainer(
                 auto_insert_metric_name=False,
             )
         )
-    return L.Trainer(
-        default_root_dir=str(run_dir),
-        max_steps=max_steps,
-        max_epochs=1,
-        accelerator=accelerator,
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=strategy,
-        precision=str(precision),
-        plugins=plugins or None,
-        logger=logger,
-        callbacks=callbacks,
-        enable_checkpointing=checkpoint_every > 0,
-        enable_progress_bar=progress_bar,
-        enable_model_summary=False,
-        log_every_n_steps=log_every_n_steps,
-        num_sanity_val_steps=0,
-        deterministic=False,
+    arguments: dict[str, Any] = {
+        "default_root_dir": str(run_dir),
+        "max_steps": max_steps,
+        "max_epochs": 1,
+        "accelerator": accelerator,
+        "devices": devices,
+        "num_nodes": num_nodes,
+        "strategy": strategy,
+        "precision": str(precision),
+        "plugins": plugins or None,
+        "logger": logger,
+        "callbacks": callbacks,
+        "enable_checkpointing": checkpoint_every > 0,
+        "enable_progress_bar": progress_bar,
+        "enable_model_summary": False,
+        "log_every_n_steps": log_every_n_steps,
+        "num_sanity_val_steps": 0,
+        "deterministic": False,
         # every step has the same shapes: let cuDNN time its convolution algorithms once
-        benchmark=True,
-    )
+        "benchmark": True,
+    }
+    return L.Trainer(**{**arguments, **options})

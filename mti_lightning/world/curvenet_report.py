@@ -21,6 +21,7 @@ from mti_lightning.shells.engine import DEFAULT_OPTIONS, EngineOptions, optimise
 from mti_lightning.shells.search import MTISearch
 from mti_lightning.world.curve_dataset import CurveDataset
 from mti_lightning.world.curves import NUM_CLASSES, ORIENTATIONS_DEG
+from mti_lightning.world.tuning import TUNED_R2, orientation_tuning
 
 
 def tuning(
@@ -40,19 +41,6 @@ def tuning(
     return torch.cat(values), labels, images
 
 
-def tuning_table(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean value per orientation class ``(C, 8)``."""
-    return torch.stack([values[labels == k].mean(0) for k in range(NUM_CLASSES)], 1)
-
-
-def tuning_strength(
-    curves: torch.Tensor, values: torch.Tensor, labels: torch.Tensor
-) -> torch.Tensor:
-    """Fraction of each channel's variance explained by orientation (per channel)."""
-    explained = curves[:, labels].t()
-    return 1 - (values - explained).var(0) / values.var(0).clamp_min(1e-12)
-
-
 def run_report(
     run_dir: Path,
     layer: str = "bn2",
@@ -64,8 +52,8 @@ def run_report(
     """Write the report for the ``units`` most orientation-tuned channels of ``layer``; the
     feature visualisations run on the engine with ``options`` (the ``trainer`` group)."""
     values, labels, images = tuning(layer, n_images)
-    curves = tuning_table(values, labels)
-    strength = tuning_strength(curves, values, labels)
+    t = orientation_tuning(values, labels)
+    curves, strength = t.curves, t.r2
     chosen = strength.argsort(descending=True)[:units].tolist()
     lm = load_model("curvenet")
     specs = [FeatureSpec(layer, c) for c in chosen]
@@ -77,18 +65,16 @@ def run_report(
     )
     offsets = []
     for c in chosen:
-        pref, worst = int(curves[c].argmax()), int(curves[c].argmin())
-        off = abs(ORIENTATIONS_DEG[pref] - ORIENTATIONS_DEG[worst]) % 180
-        off = min(off, 180 - off)
+        off = float(t.offset_deg[c])
         offsets.append(off)
         row = " ".join(f"{v:+.2f}" for v in curves[c].tolist())
         lines.append(
-            f"{c:>5} {float(strength[c]):5.2f} {ORIENTATIONS_DEG[pref]:6.1f} "
-            f"{ORIENTATIONS_DEG[worst]:6.1f} {off:6.1f}  {row}"
+            f"{c:>5} {float(strength[c]):5.2f} {float(t.preferred_deg[c]):6.1f} "
+            f"{float(t.inhibition_deg[c]):6.1f} {off:6.1f}  {row}"
         )
-    tuned = int((strength > 0.2).sum())
+    tuned = int(t.tuned.sum())
     lines.append(
-        f"{tuned} of {len(strength)} channels have R2 > 0.2; among the units shown the strongest "
+        f"{tuned} of {len(strength)} channels have R2 > {TUNED_R2}; among the units shown the strongest "
         f"inhibition lies {sum(offsets) / len(offsets):.1f} degrees from the preferred "
         "orientation on average"
     )

@@ -1,7 +1,9 @@
 """Training data from any ImageFolder (``ROOT/CLASS/*.png``): a seeded train/val/test split.
 
 Images are read and resized once into memory (8-bit), like the rendered curve images, so an
-epoch costs no decoding. Files that do not decode are skipped and counted.
+epoch costs no decoding. Files are the image source's (``core.io``'s suffixes and decoder);
+those that do not decode are skipped and listed in ``failed`` (the training reports them as
+every data pass does).
 """
 
 from __future__ import annotations
@@ -13,9 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mti_lightning.core.errors import MTIConfigError
-from mti_lightning.core.io import load_image
-
-SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+from mti_lightning.core.io import is_image_file, read_image
 
 
 class _Uint8Images(Dataset):
@@ -40,7 +40,7 @@ def scan_folder(root: str | Path) -> tuple[list[Path], list[int], list[str]]:
     files, labels = [], []
     for k, name in enumerate(classes):
         for path in sorted((root / name).rglob("*")):
-            if path.suffix.lower() in SUFFIXES:
+            if is_image_file(path):
                 files.append(path)
                 labels.append(k)
     if len(classes) < 2 or not files:
@@ -72,7 +72,9 @@ class FolderDataModule(L.LightningDataModule):
                 f"train.data={root} has {len(self.files)} images; val_size {val_size} + "
                 f"test_size {test_size} leave none for training"
             )
-        self.size, self.batch_size, self.skipped = size, batch_size, 0
+        self.root = Path(root).expanduser()
+        self.size, self.batch_size = size, batch_size
+        self.failed: list[str] = []
         order = torch.randperm(len(self.files), generator=torch.Generator().manual_seed(seed))
         self.split = {
             "test": order[:test_size].tolist(),
@@ -85,10 +87,9 @@ class FolderDataModule(L.LightningDataModule):
         if part not in self.sets:
             images, labels = [], []
             for i in self.split[part]:
-                try:
-                    image = load_image(self.files[i], (self.size, self.size))
-                except MTIConfigError:
-                    self.skipped += 1
+                image = read_image(self.files[i], (self.size, self.size))
+                if image is None:
+                    self.failed.append(self.files[i].relative_to(self.root).as_posix())
                     continue
                 images.append(torch.round(image * 255).to(torch.uint8))
                 labels.append(self.labels[i])

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mti_lightning.core.errors import MTIConfigError, closest
-from mti_lightning.core.models import IMAGENET_MEAN, IMAGENET_STD
+from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.core.models import IMAGENET_MEAN, IMAGENET_STD, check_model_name
 from mti_lightning.core.models import TORCHVISION_PREFIX as TORCHVISION
 from mti_lightning.core.zoo import BUILTIN_MODELS
 
@@ -40,27 +40,6 @@ class Network:
             "mean": list(self.mean),
             "std": list(self.std),
         }
-
-
-def check_model_name(name: str) -> None:
-    """A clear error unless ``name`` is a built-in, a timm model or ``torchvision:NAME``."""
-    import timm
-
-    if name in BUILTIN_MODELS or timm.is_model(name):
-        return
-    if name.startswith(TORCHVISION):
-        import torchvision
-
-        known = torchvision.models.list_models()
-        if name[len(TORCHVISION) :] in known:
-            return
-        hints = closest(name[len(TORCHVISION) :], known)
-        raise MTIConfigError(f"unknown torchvision model {name!r}; closest: {hints}")
-    hints = closest(name, [*BUILTIN_MODELS, *timm.list_models()])
-    raise MTIConfigError(
-        f"unknown model {name!r}: not a built-in ({', '.join(BUILTIN_MODELS)}), a timm model "
-        f"or torchvision:NAME; closest names: {hints}"
-    )
 
 
 def _runs_at(model: nn.Module, size: int) -> bool:

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import yaml
+
+from mti_lightning.core.zoo.curvenet import WEIGHTS_PATH
+
 RECIPES: dict[str, dict[str, Any]] = {
     # a ResNet: 3 epochs, 288 steps: 96.5% held-out in 207 s
     "resnet10t": {"model": "resnet10t", "epochs": 3, "warmup": 0.1},
@@ -38,17 +42,19 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+def shipped_curvenet_recipe() -> dict[str, Any]:
+    """The recipe that made CurveNet's shipped weights, read from their record
+    (``core/zoo/weights/curvenet.yaml``, beside the weights' sha256): ``mti experiment=train
+    model=curvenet`` trains with it. Records written before the common training path hold the
+    recipe without ``model``, ``warmup`` and ``label_smoothing`` (then 0.3 and 0) and with
+    CurveNet's own ``mean``/``std``."""
+    recipe = yaml.safe_load(WEIGHTS_PATH.with_suffix(".yaml").read_text())["recipe"]
+    kept = {k: v for k, v in recipe.items() if k not in ("mean", "std")}
+    return {"warmup": 0.3, "label_smoothing": 0.0, **kept, "model": "curvenet"}
+
+
 def recipe_for(model: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The recipe of ``model``: its measured entry (or the default) with ``overrides``;
     CurveNet's is the recipe that made its shipped weights."""
-    base = RECIPES.get(model, {})
-    if model == "curvenet":
-        from mti_lightning.world.train_curvenet import (
-            SHIPPED_RECIPE,
-            general_recipe,
-            load_recipe,
-            resolve_recipe,
-        )
-
-        base = general_recipe(resolve_recipe(load_recipe(SHIPPED_RECIPE)))
+    base = shipped_curvenet_recipe() if model == "curvenet" else RECIPES.get(model, {})
     return {**base, **(overrides or {}), "model": model}

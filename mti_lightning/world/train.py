@@ -29,7 +29,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.io import atomic_write
-from mti_lightning.shells.trainer import check_trainer_options
+from mti_lightning.shells.images import report_undecodable
+from mti_lightning.shells.trainer import check_trainer_options, make_trainer
 from mti_lightning.world.curve_datamodule import CurveDataModule
 from mti_lightning.world.curve_dataset import CurveDataset, RenderedCurveDataset
 from mti_lightning.world.curves import NUM_CLASSES, CurveConfig
@@ -296,16 +297,21 @@ def train_model(
     )
     steps_per_epoch = max(1, full["train_size"] // full["batch_size"])
     last = work_dir / "checkpoints" / "last.ckpt"
-    fit = L.Trainer(
-        max_epochs=full["epochs"],
-        max_steps=full["max_steps"] or -1,
+    fit = make_trainer(
+        work_dir,
+        full["max_steps"] or -1,
         logger=logger,
         callbacks=[ModelCheckpoint(dirpath=work_dir / "checkpoints", save_last=True)],
-        default_root_dir=str(work_dir),
-        deterministic=options["accelerator"] == "cpu",
-        enable_progress_bar=progress_bar,
-        enable_model_summary=False,
         log_every_n_steps=min(50, steps_per_epoch),
+        progress_bar=progress_bar,
+        requeue_signal=None,
+        max_epochs=full["epochs"],
+        deterministic=options["accelerator"] == "cpu",
+        enable_checkpointing=True,
+        # Lightning's own defaults, which the recorded recipes were measured with (the sanity
+        # check's loader draws from the generator that then shuffles the training data)
+        num_sanity_val_steps=2,
+        benchmark=None,
         **options,
     )
     fit.fit(module, datamodule=data, ckpt_path=str(last) if resume and last.is_file() else None)
@@ -320,6 +326,9 @@ def train_model(
         "train_seconds": round(train_seconds, 1),
         "steps": int(fit.global_step),
     }
+    failed = getattr(data, "failed", None)  # an image folder's files that did not decode
+    if failed is not None:
+        report_undecodable("train", failed, len(data.files), work_dir / "failed.json")
     if logger:
         logger.log_metrics({"test/acc": result["held_out_accuracy"]}, step=fit.global_step)
         logger.save()

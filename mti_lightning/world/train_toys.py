@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 
 from mti_lightning.core.io import atomic_write
 from mti_lightning.core.zoo.toys import build_toy
+from mti_lightning.shells.trainer import make_trainer
 from mti_lightning.world.toy_data import DEFAULT_SPARSITY, SparseToyStream, sample_toy
 
 EVAL_SIZE = 200_000
@@ -142,14 +143,14 @@ def train_toy(
     )
     stream = SparseToyStream(cfg.kind, cfg.n, cfg.sparsity, cfg.batch_size, cfg.data_seed)
     ensemble = ToyEnsemble(cfg)
-    trainer = L.Trainer(
-        max_steps=cfg.steps,
-        accelerator="cpu",
-        devices=1,
+    trainer = make_trainer(
+        Path.cwd(),
+        cfg.steps,
         logger=logger,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        log_every_n_steps=50,
+        requeue_signal=None,
+        max_epochs=-1,  # one endless stream: the steps end the run
+        benchmark=None,
     )
     start = time.perf_counter()
     with torch_threads(1), warnings.catch_warnings():

@@ -17,13 +17,13 @@ from conftest import placed_search_args, run_mti
 
 from mti_lightning.atlas import AtlasConfig, run_atlas
 from mti_lightning.atlas.callback import AtlasEmbedding, check_search
-from mti_lightning.atlas.data import resolve_source
 from mti_lightning.atlas.embedding import MODEL_FILE, exact_knn
 from mti_lightning.atlas.placement import load_atlas
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import parse_feature
 from mti_lightning.core.io import load_tensors
 from mti_lightning.core.models import load_model
+from mti_lightning.shells.images import open_source
 
 
 def test_data_images_land_near_their_own_atlas_position(curve_atlas: Path) -> None:
@@ -47,7 +47,7 @@ def test_data_images_land_near_their_own_atlas_position(curve_atlas: Path) -> No
     rows, raw = layout["rows"], layout["raw"].numpy()
     picks = np.arange(0, len(rows), len(rows) // 8)[:8]
     lm = load_model("curvenet")
-    source = resolve_source("curves", curve_atlas / "data" / "curves", lm.input_size[1:])
+    source = open_source(curve_atlas / "data" / "curves", lm.input_size[1:])
     images = torch.stack([source.load(int(rows[i])) for i in picks])
     out = AtlasEmbedding(atlas, every_n_steps=0).vectors(lm, images)
     # the same vectors as the dataset pass (which ran on the fast copy of the network)

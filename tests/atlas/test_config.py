@@ -1,13 +1,10 @@
-"""The atlas config: plain fields, validation with clear errors, and the CLI flags."""
+"""The atlas config: plain fields and validation with clear errors."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import pytest
 
 from mti_lightning.atlas import AtlasConfig
-from mti_lightning.atlas.__main__ import parser
 from mti_lightning.core.errors import MTIConfigError
 
 
@@ -50,15 +47,3 @@ def test_bad_options_name_the_value(options: dict, words: list[str]) -> None:
 def test_unknown_option_lists_valid_ones() -> None:
     with pytest.raises(MTIConfigError, match="umap_neighbors.*valid options.*umap_n_neighbors"):
         AtlasConfig.from_dict({"umap_neighbors": 5})
-
-
-def test_cli_has_one_flag_per_field() -> None:
-    args = vars(
-        parser().parse_args(
-            ["--run-dir", "x", "--layers", "pool1,pool2", "--split_icons", "true", "--grid", "7"]
-        )
-    )
-    assert args.pop("run_dir") == "x" and args.pop("stage") is None
-    assert set(args) == {f.name for f in dataclasses.fields(AtlasConfig)}
-    cfg = AtlasConfig(**args)
-    assert cfg.layers == ["pool1", "pool2"] and cfg.split_icons is True and cfg.grid == 7

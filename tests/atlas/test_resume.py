@@ -1,4 +1,4 @@
-"""Resume after a killed dataset pass: the pass runs in a subprocess that is SIGKILLed once
+"""Resume after a killed dataset pass: the pass runs in ``mti experiment=atlas``, SIGKILLed once
 some shards exist; the rerun computes only the missing shards (the others keep their inode
 and mtime) and the result equals an uninterrupted run's."""
 
@@ -8,31 +8,43 @@ import dataclasses
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
-from conftest import N_IMAGES, tiny_config
+from conftest import MTI, N_IMAGES, tiny_config
 
 from mti_lightning.atlas import AtlasConfig, run_atlas
 from mti_lightning.atlas.dataset_pass import load_pass
+from mti_lightning.atlas.face import GONE
 from mti_lightning.core.io import load_tensors
 
 
-def cli_args(cfg: AtlasConfig) -> list[str]:
-    """The ``--field value`` flags that rebuild ``cfg`` on the command line."""
-    args = []
+def mti_args(cfg: AtlasConfig) -> list[str]:
+    """The ``mti experiment=atlas`` overrides that rebuild ``cfg`` (the model and the feature
+    through the search's ``model.*``/``target`` keys, every other field as ``atlas.FIELD``)."""
+    size = cfg.input_size if isinstance(cfg.input_size, list) else [3, cfg.input_size] * 2
+    args = [
+        "experiment=atlas",
+        f"model.name={cfg.model}",
+        f"model.input_size=[{','.join(str(v) for v in size[-3:])}]",
+        f"target={cfg.feature}",
+        "logger=csv",
+    ]
     for f in dataclasses.fields(cfg):
+        if f.name in GONE:
+            continue
         value = getattr(cfg, f.name)
         text = (
-            ",".join(value)
+            f"[{','.join(value)}]"
             if isinstance(value, list)
             else str(value).lower()
             if isinstance(value, bool)
+            else f"'{value}'"
+            if isinstance(value, str)
             else str(value)
         )
-        args += [f"--{f.name}", text]
+        args.append(f"atlas.{f.name}={text}")
     return args
 
 
@@ -41,11 +53,11 @@ def _shards(run_dir: Path) -> list[Path]:
 
 
 def test_killed_pass_resumes_at_the_missing_shards(image_folder: Path, tmp_path: Path) -> None:
-    cfg = tiny_config(image_folder, shard_size=2, batch_size=2)
+    cfg = tiny_config(image_folder, shard_size=2, batch_size=2, input_size=[3, 32, 32])
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "mti_lightning.atlas", "--run-dir", str(killed)]
-    cmd += ["--stage", "dataset_pass", *cli_args(cfg)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cmd = [MTI, *mti_args(cfg), "stage=dataset_pass", f"hydra.run.dir={killed}"]
+    env = dict(os.environ, WANDB_MODE="offline")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 240
     while len(_shards(killed)) < 3 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.001)

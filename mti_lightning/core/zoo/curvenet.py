@@ -7,8 +7,9 @@ separate, not-in-place ``nn.ReLU``, so any layer can be probed by name: ``bn2`` 
 pre-activation), ``act2`` (post-ReLU) or ``act2:in`` (the same pre-activation, as the input of
 the ReLU).
 
-The model takes normalised input ``(x - MEAN) / STD`` with ``x`` in [0, 1]; the training recipe
-is ``weights/curvenet.yaml`` next to the weights.
+The model takes normalised input ``(x - MEAN) / STD`` with ``x`` in [0, 1]; the weights' record
+``weights/curvenet.yaml`` holds the recipe that made them and their sha256, and
+``RETRAIN_COMMAND`` (``mti experiment=train model=curvenet``) trains them again with it.
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ INPUT_SIZE: tuple[int, int, int] = (3, 64, 64)
 NUM_CLASSES = 8
 WEIGHTS_PATH = Path(__file__).parent / "weights" / "curvenet.safetensors"
 RETRAIN_COMMAND = (
-    "python -m mti_lightning.world.train_curvenet "
-    "--out mti_lightning/core/zoo/weights/curvenet.safetensors "
-    "--recipe mti_lightning/core/zoo/weights/curvenet.yaml"
+    "mti experiment=train model=curvenet "
+    "train.out=mti_lightning/core/zoo/weights/curvenet.safetensors"
 )
 
 

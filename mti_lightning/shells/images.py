@@ -1,27 +1,32 @@
-"""Image sources of the dataset pass, and its unit of work: a shard of consecutive images.
+"""The one image source of every journey that reads data: an image folder, a torch ``Dataset``,
+``torchvision:NAME`` or a built-in named source (``curves``, registered by the world).
 
-A source is an image folder (ImageFolder layout or any tree of image files, read in sorted
-order) or a torchvision data set. Images come out as ``(3, H, W)`` in [0, 1] at the model's
-input size; one that fails to decode comes out as None (the pass skips and counts it).
-A shard covers the global index range ``[start, end)`` and is named by it, so shards written
-by different processes never collide and a resumed pass finds exactly the missing ones.
+A source is indexable: item ``i`` comes out as ``(3, H, W)`` in [0, 1] at the model's input
+size, decoded by ``core.io``'s one decoder from files with ``core.io``'s one suffix list; an
+item that does not decode comes out as None, and the journey skips it, counts it on the console
+and lists it in a ``failed.json`` (:func:`report_undecodable`), the same way everywhere.
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 from mti_lightning.core.errors import MTIConfigError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+from mti_lightning.core.io import (
+    IMAGE_SUFFIXES,
+    decode_image,
+    is_image_file,
+    read_image,
+    write_json,
+)
 
 
 class ImageSource(Protocol):
@@ -40,34 +45,24 @@ class ImageSource(Protocol):
     def identity(self) -> str: ...
 
 
-def _to_tensor(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
-    img = img.convert("RGB")
-    if img.size != (size[1], size[0]):
-        img = img.resize((size[1], size[0]), Image.BICUBIC)
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
-
-
 class FolderSource:
-    """Every image file under ``root`` (recursively, sorted by relative path)."""
+    """Every image file under ``root`` (recursively, sorted by relative path; the first
+    ``limit`` of them when given)."""
 
-    def __init__(self, root: str | Path, size: tuple[int, int]):
+    def __init__(self, root: str | Path, size: tuple[int, int], limit: int | None = None):
         self.root = Path(root)
         self.size = size
         if not self.root.is_dir():
             raise MTIConfigError(
                 f"image folder {self.root} does not exist or is not a directory; give a folder "
-                "of images, data=curves, or data=torchvision:NAME"
+                f"of images, {', '.join(SOURCES)} or torchvision:NAME"
             )
-        self.files = sorted(
-            p.relative_to(self.root).as_posix()
-            for p in self.root.rglob("*")
-            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-        )
+        files = sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*"))
+        self.files = [f for f in files if is_image_file(self.root / f)][:limit]
         if not self.files:
             raise MTIConfigError(
                 f"image folder {self.root} holds no image files (looked for "
-                f"{', '.join(IMAGE_EXTENSIONS)} in it and its subfolders)"
+                f"{', '.join(IMAGE_SUFFIXES)} in it and its subfolders)"
             )
 
     def __len__(self) -> int:
@@ -75,11 +70,7 @@ class FolderSource:
 
     def load(self, index: int) -> torch.Tensor | None:
         """The image, or None when the file does not decode."""
-        try:
-            with Image.open(self.root / self.files[index]) as img:
-                return _to_tensor(img, self.size)
-        except Exception:  # PIL raises OSError, SyntaxError, ValueError... on broken files
-            return None
+        return read_image(self.root / self.files[index], self.size)
 
     def name(self, index: int) -> str:
         return self.files[index]
@@ -123,7 +114,7 @@ class DatasetSource:
             if isinstance(img, torch.Tensor):
                 pixels = img.detach().float().clamp(0, 1).mul(255).round().byte()
                 img = Image.fromarray(pixels.permute(1, 2, 0).cpu().numpy())
-            return _to_tensor(img, self.size)
+            return decode_image(img, self.size)
         except Exception:  # a broken item is skipped and counted, as for files
             return None
 
@@ -167,53 +158,54 @@ def torchvision_source(name: str, root: str, size: tuple[int, int]) -> DatasetSo
     return DatasetSource(dataset, name, size, kind="torchvision")
 
 
-def resolve_source(data: str, folder: Path | None, size: tuple[int, int]) -> ImageSource:
-    """The source named by ``data`` (``folder`` is where ``curves`` were written)."""
+@dataclass(frozen=True)
+class SourceRequest:
+    """What a journey asks of a named source: images of ``size`` ``(H, W)``, ``n`` of them
+    (0: the source's own count) drawn with ``seed``; ``folder`` is where a source that renders
+    files writes them; ``options`` are the source's own keys (e.g. ``two_arc_fraction``)."""
+
+    size: tuple[int, int]
+    folder: Path
+    n: int = 0
+    seed: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+SourceFactory = Callable[[SourceRequest], ImageSource]
+SOURCES: dict[str, SourceFactory] = {}
+
+
+def register_source(name: str, factory: SourceFactory) -> None:
+    """Make ``name`` a built-in data set (``atlas.data=NAME``, the comparison, training)."""
+    SOURCES[name] = factory
+
+
+def open_source(
+    data: Any,
+    size: tuple[int, int],
+    root: str | Path | None = None,
+    request: SourceRequest | None = None,
+    limit: int | None = None,
+) -> ImageSource:
+    """The source ``data`` names: a data set object, a registered name (built with
+    ``request``), ``torchvision:NAME`` (files under ``root``) or an image folder (its first
+    ``limit`` images)."""
+    if not isinstance(data, (str, Path)):
+        return DatasetSource(data, type(data).__name__, size)
+    data = str(data)
+    if data in SOURCES:
+        return SOURCES[data](request or SourceRequest(size, Path(root or data)))
     if data.startswith("torchvision:"):
-        return torchvision_source(data.split(":", 1)[1], str(folder or ""), size)
-    return FolderSource(folder if data == "curves" and folder else Path(data), size)
+        return torchvision_source(data.split(":", 1)[1], str(root or ""), size)
+    return FolderSource(Path(data), size, limit)
 
 
-def shard_name(start: int, end: int) -> str:
-    """File name of the shard of images ``[start, end)``."""
-    return f"shard_{start:09d}_{end:09d}.safetensors"
-
-
-def shard_ranges(n: int, shard_size: int) -> list[tuple[int, int]]:
-    """Consecutive ``[start, end)`` ranges of at most ``shard_size`` covering ``n`` images."""
-    return [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
-
-
-class ShardDataset(Dataset):
-    """Item ``s`` is shard ``s``: its decoded images, or a skip marker when its file exists.
-
-    The item list is the same on every process (all shards), so a distributed sampler gives
-    each shard to exactly one process however many shards a previous run left.
-    """
-
-    def __init__(self, source: ImageSource, shard_size: int, shard_dir: Path):
-        self.source, self.shard_dir = source, shard_dir
-        self.ranges = shard_ranges(len(source), shard_size)
-
-    def __len__(self) -> int:
-        return len(self.ranges)
-
-    def __getitem__(self, s: int) -> dict[str, Any]:
-        start, end = self.ranges[s]
-        item: dict[str, Any] = {"start": start, "end": end}
-        if (self.shard_dir / shard_name(start, end)).exists():
-            return {**item, "skip": True}
-        images, ok, failed = [], [], []
-        for i in range(start, end):
-            img = self.source.load(i)
-            (failed if img is None else ok).append(i)
-            if img is not None:
-                images.append(img)
-        stacked = torch.stack(images) if images else torch.zeros(0, 3, *self.source.size)
-        return {
-            **item,
-            "skip": False,
-            "images": stacked,
-            "index": torch.tensor(ok, dtype=torch.int64),
-            "failed": torch.tensor(failed, dtype=torch.int64),
-        }
+def report_undecodable(who: str, names: Sequence[str], n_files: int, listing: Path) -> None:
+    """List the items that did not decode in ``listing`` (JSON, written even when empty, so a
+    reader finds it) and say how many on the console."""
+    write_json(listing, list(names))
+    if names:
+        print(
+            f"{who}: skipped {len(names)} of {n_files} images that did not decode; "
+            f"listed in {listing}"
+        )
