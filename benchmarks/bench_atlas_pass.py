@@ -33,8 +33,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from benchmarks import common
-from mti_lightning.atlas.config import AtlasConfig
-from mti_lightning.atlas.dataset_pass import PassSetup, prepare, run_pass
+from mti_lightning.journeys.atlas.config import AtlasConfig
+from mti_lightning.journeys.atlas.dataset_pass import PassSetup, prepare, run_pass
 from mti_lightning.shells.data_pass import ShardDataset
 
 # model, batch, images on the device (ours), faccent batches, JPEG files, input side

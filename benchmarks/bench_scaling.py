@@ -20,8 +20,8 @@ import torch
 
 from benchmarks import common
 from benchmarks.bench_atlas_pass import DeviceSource, write_jpegs
-from mti_lightning.atlas.config import AtlasConfig
-from mti_lightning.atlas.dataset_pass import prepare, run_pass
+from mti_lightning.journeys.atlas.config import AtlasConfig
+from mti_lightning.journeys.atlas.dataset_pass import prepare, run_pass
 
 # model, input side (0: own), base canvas, draws list, base draws, canvas list, batch list
 CONFIGS = {

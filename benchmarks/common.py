@@ -277,7 +277,7 @@ class Search:
     """A search built from ``mti`` overrides, fitted again for each timed chunk."""
 
     def __init__(self, overrides: Sequence[str], device: str):
-        from mti_lightning.search.job import prepare
+        from mti_lightning.journeys.search.job import prepare
 
         self.cfg = compose(overrides)
         self.device = device

@@ -11,11 +11,6 @@ loads PyTorch, not Lightning, W&B or Hydra (they load when a run starts).
 
 from __future__ import annotations
 
-# The journeys' packages share three names with the API (search, atlas, compare): load them
-# first, so that the API's functions, bound below, are what ``mti.search`` etc. name.
-import mti_lightning.atlas
-import mti_lightning.compare
-import mti_lightning.search  # noqa: F401
 from mti_lightning.api import (
     accentuate,
     atlas,

@@ -46,9 +46,9 @@ from mti_lightning.face.console import quiet_console
 from mti_lightning.face.results import CompareResult, TrainResult
 
 if TYPE_CHECKING:
-    from mti_lightning.atlas.result import AtlasResult
     from mti_lightning.core.attribution import Attribution
-    from mti_lightning.search.result import SearchResult
+    from mti_lightning.journeys.atlas.result import AtlasResult
+    from mti_lightning.journeys.search.result import SearchResult
 
 Model = str | nn.Module | LoadedModel
 Images = torch.Tensor | str | Path | Sequence[str | Path]
@@ -88,7 +88,7 @@ def search(
     ``{layer, channel, position}``), all in one batched search. ``kind``: ``mti`` (maximally
     tense images with their +/- inversions), ``visualize``, ``visualize_neg``, ``invert`` or
     ``accentuate`` (the last two need ``image=``). ``steps`` defaults to the config's."""
-    from mti_lightning.search.job import run_search
+    from mti_lightning.journeys.search.job import run_search
     from mti_lightning.shells.kinds import KINDS
 
     quiet_console()
@@ -199,7 +199,7 @@ def atlas(
     ``torchvision:NAME`` or ``curves`` (the built-in curve images). ``options`` are the
     ``atlas.*`` keys (``grid``, ``icon_steps``, ``curves_n``, ...). Re-running into the same
     ``run_dir`` skips every stage whose result is up to date."""
-    from mti_lightning.atlas.face import atlas_from_config
+    from mti_lightning.journeys.atlas.face import atlas_from_config
 
     quiet_console()
     dataset = None if isinstance(data, (str, Path)) else data
@@ -230,8 +230,8 @@ def compare(
     ``recipes``, ``cache_dir``, ...) and the search's. Returns the table's rows (a
     :class:`~mti_lightning.face.results.CompareResult`: iterate it as the list of rows; it shows
     the report in Jupyter); the report lands in the run directory."""
-    from mti_lightning.compare.run import run_compare
-    from mti_lightning.search.job import run_search_job
+    from mti_lightning.journeys.compare.run import run_compare
+    from mti_lightning.journeys.search.job import run_search_job
 
     quiet_console()
     fixed = {"models": list(models), "layers": layers}

@@ -15,7 +15,7 @@ from torch import nn
 import mti_lightning as mti
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.io import load_tensors
-from mti_lightning.search.result import SearchResult
+from mti_lightning.journeys.search.result import SearchResult
 
 TINY = {
     "steps": 2,

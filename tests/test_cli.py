@@ -117,7 +117,7 @@ def _compose(overrides: list[str]) -> dict:
 @pytest.mark.parametrize("override,message", BAD, ids=[b[1][:24] for b in BAD])
 def test_bad_input_is_a_clear_error_before_any_step(tmp_path, override, message):
     from mti_lightning.core.errors import MTIConfigError
-    from mti_lightning.search.job import prepare
+    from mti_lightning.journeys.search.job import prepare
 
     with pytest.raises(MTIConfigError, match=re.escape(message)):
         prepare(_compose([*TINY, *override]), tmp_path)

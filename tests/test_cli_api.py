@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import mti_lightning as mti
-from mti_lightning.atlas.face import atlas_config
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.io import load_tensors
 from mti_lightning.face.api_config import compose
+from mti_lightning.journeys.atlas.face import atlas_config
 
 MTI = str(Path(sys.executable).parent / "mti")
 

@@ -100,7 +100,7 @@ def test_a_model_without_blocks_or_activations_is_a_clear_error():
     ids=["vit", "resnet", "curvenet"],
 )
 def test_search_with_depth_and_auto_attribution(tmp_path, overrides, layer, position, attribution):
-    from mti_lightning.search.job import prepare
+    from mti_lightning.journeys.search.job import prepare
 
     prepared = prepare(_compose(["experiment=mti_depth", *overrides]), tmp_path)
     assert {(s.layer, s.position) for s in prepared.specs} == {(layer, position)}
@@ -119,7 +119,7 @@ SEARCH_BAD = [
 
 @pytest.mark.parametrize("override,message", SEARCH_BAD, ids=[b[1][:20] for b in SEARCH_BAD])
 def test_bad_depth_in_a_search(tmp_path, override, message):
-    from mti_lightning.search.job import prepare
+    from mti_lightning.journeys.search.job import prepare
 
     with pytest.raises(MTIConfigError, match=re.escape(message)):
         prepare(_compose(["experiment=mti_depth", *override]), tmp_path)
@@ -144,8 +144,8 @@ COMPARE_BAD = [
 
 @pytest.mark.parametrize("override,message", COMPARE_BAD, ids=[b[1][:24] for b in COMPARE_BAD])
 def test_bad_compare_input_is_a_clear_error_before_any_work(tmp_path, override, message):
-    from mti_lightning.compare.run import run_compare
-    from mti_lightning.search.job import run_search_job
+    from mti_lightning.journeys.compare.run import run_compare
+    from mti_lightning.journeys.search.job import run_search_job
 
     with pytest.raises(MTIConfigError, match=re.escape(message)):
         run_compare(_compose([*TINY_COMPARE, "logger=csv", *override]), tmp_path, run_search_job)
@@ -153,8 +153,8 @@ def test_bad_compare_input_is_a_clear_error_before_any_work(tmp_path, override, 
 
 
 def test_compare_measures_the_same_random_init_weights_its_search_loads(tmp_path):
-    from mti_lightning.compare.run import plan_model
-    from mti_lightning.search.job import prepare
+    from mti_lightning.journeys.compare.run import plan_model
+    from mti_lightning.journeys.search.job import prepare
 
     cfg = _compose([*TINY_COMPARE, "logger=csv"])
     plan = plan_model("test_resnet", cfg, ["test_resnet"])
@@ -167,8 +167,8 @@ def test_compare_measures_the_same_random_init_weights_its_search_loads(tmp_path
 
 
 def test_compare_stages_resume_from_the_run_directory(tmp_path):
-    from mti_lightning.compare.run import run_compare
-    from mti_lightning.search.job import run_search_job
+    from mti_lightning.journeys.compare.run import run_compare
+    from mti_lightning.journeys.search.job import run_search_job
 
     cfg = _compose([*TINY_COMPARE, "models=[curvenet]", "logger=csv", "compare.n_images=3"])
     first = run_compare(cfg, tmp_path, run_search_job)
@@ -245,8 +245,8 @@ TINY_RECIPE = {
 def test_compare_trains_two_tiny_models_and_writes_the_report(tmp_path):
     """Offline: both timm models are trained on the curves world (into the cache), marked
     trained, and the findings report is written and copied to compare.report_to."""
-    from mti_lightning.compare.run import run_compare
-    from mti_lightning.search.job import run_search_job
+    from mti_lightning.journeys.compare.run import run_compare
+    from mti_lightning.journeys.search.job import run_search_job
     from mti_lightning.world.recipes import recipe_for
     from mti_lightning.world.train_cache import cached_record
 
@@ -282,8 +282,8 @@ def test_compare_trains_two_tiny_models_and_writes_the_report(tmp_path):
 
 
 def test_never_tense_units_are_listed_not_drawn(tmp_path):
-    from mti_lightning.compare.findings import finding_line
-    from mti_lightning.compare.report import drawable, search_figure
+    from mti_lightning.journeys.compare.findings import finding_line
+    from mti_lightning.journeys.compare.report import drawable, search_figure
 
     def row(unit: int, t_max: float, searched: float | None) -> dict:
         return {"model": "m", "unit": unit, "tension_max": t_max, "search_tension": searched}

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from mti_lightning.atlas.config import AtlasConfig
 from mti_lightning.core.config_checks import schema_keys
 from mti_lightning.core.config_schema import AtlasSchema
 from mti_lightning.face.api_config import compose
+from mti_lightning.journeys.atlas.config import AtlasConfig
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra",))

@@ -1,17 +1,15 @@
 """The layered architecture holds: each package imports only the floors below it (and itself).
 
 Floors, bottom up: the core (pure PyTorch: no Lightning, W&B or Hydra), the engine
-(``shells``), the built-in world (``world``), the journeys (``search``, ``atlas``,
-``compare``), which never import each other, and the face (``face``, ``api.py``, the package's
-``__init__``), which may import everything.
+(``shells``), the built-in world (``world``), the journeys (``journeys/search``,
+``journeys/atlas``, ``journeys/compare``), which never import each other, and the face
+(``face``, ``api.py``, the package's ``__init__``), which may import everything.
 """
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
-
-import pytest
 
 import mti_lightning
 
@@ -24,12 +22,28 @@ ALLOWED = {
     **FLOORS,
     **{j: {"core", "shells", "world", j} for j in JOURNEYS},
     **{f: {*FLOORS, *JOURNEYS, *FACE} for f in FACE},
+    "journeys": set(),  # the folder's own __init__ imports nothing
 }
 
 
 def package_of(path: Path) -> str:
-    """The top-level part of ``mti_lightning`` that ``path`` belongs to (``api`` for api.py)."""
-    return path.relative_to(ROOT).parts[0].removesuffix(".py")
+    """The part of ``mti_lightning`` that ``path`` belongs to (``api`` for api.py, the journey's
+    name for a file under ``journeys/``)."""
+    parts = path.relative_to(ROOT).parts
+    if parts[0] == "journeys" and len(parts) > 2:
+        return parts[1]
+    return parts[0].removesuffix(".py")
+
+
+def part_of(module: str) -> str | None:
+    """The part of ``mti_lightning`` that the imported ``module`` belongs to (None outside the
+    package, or for the package itself)."""
+    parts = module.split(".")
+    if parts[0] != "mti_lightning" or len(parts) < 2:
+        return None
+    if parts[1] == "journeys" and len(parts) > 2:
+        return parts[2]
+    return parts[1]
 
 
 def imported_modules(path: Path) -> list[str]:
@@ -73,10 +87,8 @@ def test_every_package_imports_only_its_floors() -> None:
     for path in sources():
         own = package_of(path)
         for name in imported_modules(path):
-            parts = name.split(".")
-            if parts[0] != "mti_lightning" or len(parts) < 2:
-                continue
-            if parts[1] not in ALLOWED[own]:
+            part = part_of(name)
+            if part is not None and part not in ALLOWED[own]:
                 offenders.append(f"{path.relative_to(ROOT)} imports {name}")
     assert offenders == []
 
@@ -87,8 +99,7 @@ def test_journeys_import_no_other_journey() -> None:
         for path in sources()
         if package_of(path) in JOURNEYS
         for name in imported_modules(path)
-        if name.split(".")[1:2] and name.split(".")[1] in JOURNEYS
-        and name.split(".")[1] != package_of(path)
+        if part_of(name) in JOURNEYS and part_of(name) != package_of(path)
     ]
     assert offenders == []
 
@@ -96,13 +107,14 @@ def test_journeys_import_no_other_journey() -> None:
 SUBPACKAGES = sorted(p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api.py's search/atlas/compare shadow their packages until the API rename lands; "
-    "remove this marker then",
-)
 def test_no_public_function_is_named_like_a_subpackage() -> None:
-    """``import mti_lightning.search as s`` must give the package, never a function."""
+    """``import mti_lightning.X as m`` must give the package X, never a function of the API
+    (the journeys live under ``journeys/`` for this)."""
+    assert {"search", "atlas", "compare"} <= {
+        node.name
+        for node in ast.parse((ROOT / "api.py").read_text()).body
+        if isinstance(node, ast.FunctionDef)
+    }
     offenders = [
         f"{path.relative_to(ROOT)}: {node.name}"
         for path in sources()

@@ -132,8 +132,8 @@ def test_aggregate_of_a_multirun(units_multirun, tmp_path):
 
 
 def test_aggregate_of_nothing_is_a_clear_error(tmp_path):
-    from mti_lightning.compare.aggregate import find_metrics
     from mti_lightning.core.errors import MTIConfigError
+    from mti_lightning.journeys.compare.aggregate import find_metrics
 
     with pytest.raises(MTIConfigError, match=r"aggregate.runs='.*/none\*': no run directory"):
         find_metrics(str(tmp_path / "none*"))

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.objectives import Evaluation
-from mti_lightning.search.job import prepare, run_search_job
+from mti_lightning.journeys.search.job import prepare, run_search_job
 
 UNITS = ["bn2:9@center", "bn2:12@center"]
 QUANTITIES = ("activation", "e_plus", "e_minus", "tension", "tension_ratio")

@@ -150,7 +150,7 @@ def test_cli_trains_a_tiny_timm_model_that_loads_into_attribution_and_search(tmp
     att = attribute(trained, images[:1], readout, ["layer2.0:in"])
     assert torch.isfinite(att.activation).all()
 
-    from mti_lightning.search.job import run_search_job
+    from mti_lightning.journeys.search.job import run_search_job
 
     cfg = _compose(
         [

@@ -82,7 +82,7 @@ def _main(cfg: DictConfig) -> None:
 def _gone_keys(argv: list[str]) -> None:
     """Keys that moved are errors naming their replacement (checked before Hydra, which would
     only say that the key is not in the config)."""
-    from mti_lightning.atlas.face import GONE
+    from mti_lightning.journeys.atlas.face import GONE
 
     for arg in argv:
         key = arg.lstrip("+~").split("=", 1)[0]

@@ -20,7 +20,7 @@ def check_composed(cfg: dict[str, Any]) -> None:
     range; the atlas's own rules too when the atlas group is there."""
     check_config(cfg, strict=True)
     if isinstance(cfg.get("atlas"), dict):
-        from mti_lightning.atlas.config import AtlasConfig
+        from mti_lightning.journeys.atlas.config import AtlasConfig
 
         try:
             AtlasConfig.from_dict(cfg["atlas"])

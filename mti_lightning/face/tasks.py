@@ -15,13 +15,13 @@ def search_extras(cfg: dict[str, Any]) -> dict[str, Any]:
     for (the search journey does not import the atlas journey)."""
     if not cfg["callbacks"]["atlas"]:
         return {}
-    from mti_lightning.atlas.callback import atlas_callback
+    from mti_lightning.journeys.atlas.callback import atlas_callback
 
     return {"atlas": atlas_callback}
 
 
 def _search(cfg: dict[str, Any], run_dir: Path) -> None:
-    from mti_lightning.search.job import run_search
+    from mti_lightning.journeys.search.job import run_search
 
     run_search(cfg, run_dir, extra=search_extras(cfg))
 
@@ -79,20 +79,20 @@ def _curvenet_report(cfg: dict[str, Any], run_dir: Path) -> None:
 
 
 def _compare(cfg: dict[str, Any], run_dir: Path) -> None:
-    from mti_lightning.compare.run import run_compare
-    from mti_lightning.search.job import run_search_job
+    from mti_lightning.journeys.compare.run import run_compare
+    from mti_lightning.journeys.search.job import run_search_job
 
     run_compare(cfg, run_dir, run_search_job)
 
 
 def _aggregate(cfg: dict[str, Any], run_dir: Path) -> None:
-    from mti_lightning.compare.aggregate import run_aggregate
+    from mti_lightning.journeys.compare.aggregate import run_aggregate
 
     run_aggregate(cfg, run_dir)
 
 
 def _atlas(cfg: dict[str, Any], run_dir: Path) -> None:
-    from mti_lightning.atlas.face import atlas_from_config
+    from mti_lightning.journeys.atlas.face import atlas_from_config
 
     atlas_from_config(cfg, run_dir)
 

@@ -27,7 +27,7 @@ from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import FeatureSpec, Readout, build_readout
 from mti_lightning.core.io import load_image
 from mti_lightning.core.layer_choice import attribution_layer_auto, resolve_target
-from mti_lightning.core.models import LoadedModel, load_model
+from mti_lightning.core.models import LoadedModel, load_seeded
 from mti_lightning.core.parameterizations import make_parameterization
 from mti_lightning.core.targets import parse_targets
 from mti_lightning.core.transforms import TransformConfig
@@ -104,10 +104,12 @@ def seed_images(images: Any, size: tuple[int, int]) -> torch.Tensor:
 
 
 def load_from_config(cfg: Mapping[str, Any]) -> LoadedModel:
-    """The model that ``cfg['model']`` names (built-in, torchvision:NAME or timm)."""
+    """The model that ``cfg['model']`` names (built-in, torchvision:NAME or timm), loaded with
+    the run's seed (the same random-init weights as the atlas and comparison load)."""
     m = cfg["model"]
-    return load_model(
+    return load_seeded(
         m["name"],
+        cfg["seed"],
         m["pretrained"],
         m["checkpoint"],
         input_size=m.get("input_size"),

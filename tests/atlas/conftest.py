@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mti_lightning.atlas import AtlasConfig, run_atlas
+from mti_lightning.journeys.atlas import AtlasConfig, run_atlas
 
 N_IMAGES = 80
 MTI = str(Path(sys.executable).parent / "mti")

@@ -15,14 +15,14 @@ import pytest
 import torch
 from conftest import placed_search_args, run_mti
 
-from mti_lightning.atlas import AtlasConfig, run_atlas
-from mti_lightning.atlas.callback import AtlasEmbedding, check_search
-from mti_lightning.atlas.embedding import MODEL_FILE, exact_knn
-from mti_lightning.atlas.placement import load_atlas
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import parse_feature
 from mti_lightning.core.io import load_tensors
 from mti_lightning.core.models import load_model
+from mti_lightning.journeys.atlas import AtlasConfig, run_atlas
+from mti_lightning.journeys.atlas.callback import AtlasEmbedding, check_search
+from mti_lightning.journeys.atlas.embedding import MODEL_FILE, exact_knn
+from mti_lightning.journeys.atlas.placement import load_atlas
 from mti_lightning.shells.images import open_source
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mti_lightning.atlas import AtlasConfig
 from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.journeys.atlas import AtlasConfig
 
 
 def test_defaults_are_valid_and_plain() -> None:

@@ -11,9 +11,9 @@ import pytest
 import torch
 from conftest import N_IMAGES, tiny_config, write_folder
 
-from mti_lightning.atlas import run_atlas
-from mti_lightning.atlas.dataset_pass import load_pass, prepare, recompute_maps
 from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.journeys.atlas import run_atlas
+from mti_lightning.journeys.atlas.dataset_pass import load_pass, prepare, recompute_maps
 from mti_lightning.shells.images import torchvision_source
 
 

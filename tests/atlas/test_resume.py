@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from conftest import MTI, N_IMAGES, tiny_config
 
-from mti_lightning.atlas import AtlasConfig, run_atlas
-from mti_lightning.atlas.dataset_pass import load_pass
-from mti_lightning.atlas.face import GONE
 from mti_lightning.core.io import load_tensors
+from mti_lightning.journeys.atlas import AtlasConfig, run_atlas
+from mti_lightning.journeys.atlas.dataset_pass import load_pass
+from mti_lightning.journeys.atlas.face import GONE
 
 
 def mti_args(cfg: AtlasConfig) -> list[str]:

@@ -13,10 +13,10 @@ import torch
 from conftest import N_IMAGES, tiny_config
 from PIL import Image
 
-from mti_lightning.atlas import STAGES, run_atlas
-from mti_lightning.atlas.dataset_pass import load_pass
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.io import load_tensors
+from mti_lightning.journeys.atlas import STAGES, run_atlas
+from mti_lightning.journeys.atlas.dataset_pass import load_pass
 
 
 def test_every_stage_ran_and_wrote_its_result(atlas_run: tuple[Path, dict]) -> None:

@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from mti_lightning.atlas.compose import compose_atlas
-from mti_lightning.atlas.embedding import exact_knn, normalise_layout
-from mti_lightning.atlas.icons import (
+from mti_lightning.journeys.atlas.compose import compose_atlas
+from mti_lightning.journeys.atlas.embedding import exact_knn, normalise_layout
+from mti_lightning.journeys.atlas.icons import (
     assign_cells,
     canvas_box,
     cell_means,
     icon_targets,
     occupied_cells,
 )
-from mti_lightning.atlas.selection import select
+from mti_lightning.journeys.atlas.selection import select
 
 
 def _results() -> dict[str, torch.Tensor]:

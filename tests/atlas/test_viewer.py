@@ -88,7 +88,7 @@ def test_hover_shows_a_search_marker(
 ) -> None:
     """A search run given to the viewer is drawn on the atlas (its image as a marker, its
     trajectory as a line) and its tip shows the image's figures (``?mti=0_0`` opens it)."""
-    from mti_lightning.atlas import AtlasConfig, run_atlas
+    from mti_lightning.journeys.atlas import AtlasConfig, run_atlas
 
     run_dir = curve_atlas  # in place: the dataset pass's fingerprint holds its data's path
     cfg = AtlasConfig.from_dict(json.loads((run_dir / "atlas_config.json").read_text()))

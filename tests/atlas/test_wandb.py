@@ -12,8 +12,8 @@ import pytest
 import wandb_offline
 from conftest import tiny_config
 
-from mti_lightning.atlas import run_atlas
-from mti_lightning.atlas.face import ATLAS_OUTPUTS
+from mti_lightning.journeys.atlas import run_atlas
+from mti_lightning.journeys.atlas.face import ATLAS_OUTPUTS
 from mti_lightning.shells.wandb_record import track_outputs
 
 

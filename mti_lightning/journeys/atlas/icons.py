@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mti_lightning.atlas.dataset_pass import Window, reduce_batch
 from mti_lightning.core.attribution import receptive_field
 from mti_lightning.core.features import Readout
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.objectives import SpatialChannelCosine
 from mti_lightning.core.parameterizations import FourierImage
 from mti_lightning.core.transforms import TransformConfig, resize
+from mti_lightning.journeys.atlas.dataset_pass import Window, reduce_batch
 from mti_lightning.shells.callbacks import TransparencyMaps
 from mti_lightning.shells.engine import EngineOptions, optimise
 from mti_lightning.shells.search import MTISearch

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from mti_lightning.core.models import LoadedModel
-from mti_lightning.search.result import SearchResult
-from mti_lightning.search.summary import summary_rows
-from mti_lightning.search.tracking import run_facts, summary_values, track_search
+from mti_lightning.journeys.search.result import SearchResult
+from mti_lightning.journeys.search.summary import summary_rows
+from mti_lightning.journeys.search.tracking import run_facts, summary_values, track_search
 from mti_lightning.shells.callbacks import SearchEndCallback
 from mti_lightning.shells.search_run import CallbackFactory, SearchRun, prepare, run_stages
 

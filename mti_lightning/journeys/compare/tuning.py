@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mti_lightning.compare.plan import Plan
 from mti_lightning.core.features import FeatureSpec, readout_weight
 from mti_lightning.core.probes import capture, layer_shapes
+from mti_lightning.journeys.compare.plan import Plan
 from mti_lightning.world.curve_dataset import CurveDataset, RenderedCurveDataset
 from mti_lightning.world.tuning import TUNED_R2, Tuning, orientation_tuning
 

@@ -9,17 +9,17 @@ from typing import TYPE_CHECKING, Any
 __all__ = ["STAGES", "AtlasConfig", "run_atlas"]
 
 if TYPE_CHECKING:
-    from mti_lightning.atlas.config import AtlasConfig
-    from mti_lightning.atlas.stages import STAGES, run_atlas
+    from mti_lightning.journeys.atlas.config import AtlasConfig
+    from mti_lightning.journeys.atlas.stages import STAGES, run_atlas
 
 
 def __getattr__(name: str) -> Any:
     if name == "AtlasConfig":
-        from mti_lightning.atlas.config import AtlasConfig
+        from mti_lightning.journeys.atlas.config import AtlasConfig
 
         return AtlasConfig
     if name in ("STAGES", "run_atlas"):
-        from mti_lightning.atlas import stages
+        from mti_lightning.journeys.atlas import stages
 
         return getattr(stages, name)
-    raise AttributeError(f"module 'mti_lightning.atlas' has no attribute {name!r}")
+    raise AttributeError(f"module 'mti_lightning.journeys.atlas' has no attribute {name!r}")

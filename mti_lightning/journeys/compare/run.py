@@ -32,10 +32,6 @@ from typing import Any
 import torch
 
 import mti_lightning.world  # noqa: F401  (registers the built-in world's data sets)
-from mti_lightning.compare.plan import Plan
-from mti_lightning.compare.report import write_report
-from mti_lightning.compare.trained import recipes_to_train, train_models
-from mti_lightning.compare.tuning import Tuning, tuning_images, unit_tuning
 from mti_lightning.core.attribution import attribute, tension_ratio
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import FeatureSpec, Readout
@@ -50,6 +46,10 @@ from mti_lightning.core.layer_choice import (
 from mti_lightning.core.models import check_model_name, load_seeded
 from mti_lightning.core.probes import layer_shapes
 from mti_lightning.core.zoo import BUILTIN_MODELS
+from mti_lightning.journeys.compare.plan import Plan
+from mti_lightning.journeys.compare.report import write_report
+from mti_lightning.journeys.compare.trained import recipes_to_train, train_models
+from mti_lightning.journeys.compare.tuning import Tuning, tuning_images, unit_tuning
 from mti_lightning.shells.data_pass import PassOptions, PassSetup, load_pass, run_pass
 from mti_lightning.shells.images import ImageSource, SourceRequest, open_source
 from mti_lightning.world.curves import NUM_CLASSES

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mti_lightning.atlas.config import AtlasConfig
+from mti_lightning.journeys.atlas.config import AtlasConfig
 
 
 @dataclass

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from mti_lightning.atlas import embedding, icons
-from mti_lightning.atlas.compose import icon_rgba
-from mti_lightning.atlas.config import AtlasConfig
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.io import load_tensors
+from mti_lightning.journeys.atlas import embedding, icons
+from mti_lightning.journeys.atlas.compose import icon_rgba
+from mti_lightning.journeys.atlas.config import AtlasConfig
 
 TENSE_PERCENTILE = 90.0
 ON_MAP_QUANTILE = 0.95

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mti_lightning.atlas.figures import DIVERGING, centered_norm, new_figure, save_figure
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.io import atomic_write
+from mti_lightning.journeys.atlas.figures import DIVERGING, centered_norm, new_figure, save_figure
 
 MIN_POINTS = 5
 MODEL_FILE = "umap_model.pkl"

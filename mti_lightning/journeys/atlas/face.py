@@ -8,11 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mti_lightning.atlas.config import AtlasConfig
-from mti_lightning.atlas.result import AtlasResult
-from mti_lightning.atlas.stages import run_atlas
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.models import LoadedModel
+from mti_lightning.journeys.atlas.config import AtlasConfig
+from mti_lightning.journeys.atlas.result import AtlasResult
+from mti_lightning.journeys.atlas.stages import run_atlas
 
 # what an atlas run's W&B artifact holds (the dataset pass's shards stay in the run directory)
 ATLAS_OUTPUTS = (
@@ -58,7 +58,7 @@ def _feature(cfg: dict[str, Any], lm: LoadedModel) -> str:
 
 def atlas_config(cfg: dict[str, Any], lm: LoadedModel | None = None) -> AtlasConfig:
     """The atlas's flat config from the composed config (``lm``: an already loaded model)."""
-    from mti_lightning.atlas.dataset_pass import load_atlas_model
+    from mti_lightning.journeys.atlas.dataset_pass import load_atlas_model
 
     atlas = dict(cfg["atlas"])
     check_gone_keys(atlas)
@@ -71,7 +71,7 @@ def atlas_config(cfg: dict[str, Any], lm: LoadedModel | None = None) -> AtlasCon
     }
     draft = AtlasConfig.from_dict({**atlas, **model})
     loaded = lm if lm is not None else load_atlas_model(draft)
-    from mti_lightning.atlas.dataset_pass import with_input_size
+    from mti_lightning.journeys.atlas.dataset_pass import with_input_size
 
     feature = _feature(cfg, with_input_size(loaded, draft.input_size))
     return AtlasConfig.from_dict({**atlas, **model, "feature": feature})

@@ -28,14 +28,14 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
-from mti_lightning.atlas.dataset_pass import reduce_batch
-from mti_lightning.atlas.placement import AtlasMap, load_atlas
-from mti_lightning.atlas.placement_figure import placement_figure
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import FeatureSpec, build_readout
 from mti_lightning.core.io import atomic_write, save_png, write_json
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.transforms import resize
+from mti_lightning.journeys.atlas.dataset_pass import reduce_batch
+from mti_lightning.journeys.atlas.placement import AtlasMap, load_atlas
+from mti_lightning.journeys.atlas.placement_figure import placement_figure
 from mti_lightning.shells.callbacks import SearchEndCallback
 
 PLACEMENT = "placement.json"

@@ -16,12 +16,12 @@ from typing import Any
 import torch
 
 import mti_lightning.world  # noqa: F401  (registers the built-in world's data sets)
-from mti_lightning.atlas.config import AtlasConfig
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import build_readout
 from mti_lightning.core.layer_choice import attribution_layer_auto
 from mti_lightning.core.models import LoadedModel, load_seeded
 from mti_lightning.core.probes import layer_shapes
+from mti_lightning.journeys.atlas.config import AtlasConfig
 from mti_lightning.shells import data_pass
 from mti_lightning.shells.data_pass import (
     PassOptions,

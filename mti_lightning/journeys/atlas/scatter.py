@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mti_lightning.atlas.figures import DIVERGING, centered_norm, new_figure, save_figure
+from mti_lightning.journeys.atlas.figures import DIVERGING, centered_norm, new_figure, save_figure
 
 
 def tension_scatter(

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from mti_lightning.compare.plan import Plan
-from mti_lightning.compare.tuning import TUNED_R2, Tuning
+from mti_lightning.journeys.compare.plan import Plan
+from mti_lightning.journeys.compare.tuning import TUNED_R2, Tuning
 
 OFFSETS_DEG = (0.0, 22.5, 45.0, 67.5, 90.0)
 LEARNED_ACCURACY = 0.9  # held-out accuracy below which a trained network is flagged

@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from mti_lightning.compare.findings import OFFSETS_DEG, findings_text, summarize
-from mti_lightning.compare.plan import Plan
-from mti_lightning.compare.tuning import TUNED_R2, Tuning
 from mti_lightning.core.io import atomic_write, write_text
+from mti_lightning.journeys.compare.findings import OFFSETS_DEG, findings_text, summarize
+from mti_lightning.journeys.compare.plan import Plan
+from mti_lightning.journeys.compare.tuning import TUNED_R2, Tuning
 from mti_lightning.shells.tables import log_to_wandb, text_table, write_csv
 
 COLUMNS = (

@@ -14,8 +14,8 @@ import torch
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from mti_lightning.atlas.figures import save_figure
-from mti_lightning.atlas.placement import AtlasMap
+from mti_lightning.journeys.atlas.figures import save_figure
+from mti_lightning.journeys.atlas.placement import AtlasMap
 
 
 def _caption(rec: dict[str, Any]) -> str:

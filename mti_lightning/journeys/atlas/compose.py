@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mti_lightning.atlas.figures import activation_colours
 from mti_lightning.core.io import to_uint8
+from mti_lightning.journeys.atlas.figures import activation_colours
 
 
 def icon_rgba(image: torch.Tensor, alpha: torch.Tensor) -> Image.Image:

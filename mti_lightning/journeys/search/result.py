@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from mti_lightning.core.io import atomic_write, save_png, save_tensors, write_json, write_text
-from mti_lightning.search.summary import figure_png, format_table
+from mti_lightning.journeys.search.summary import figure_png, format_table
 
 
 @dataclass

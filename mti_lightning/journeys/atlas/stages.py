@@ -21,7 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mti_lightning.atlas import (
+from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.core.io import load_tensors, save_png, save_tensors, write_json
+from mti_lightning.core.models import LoadedModel
+from mti_lightning.core.transforms import TransformConfig
+from mti_lightning.journeys.atlas import (
     compose,
     dataset_pass,
     embedding,
@@ -30,11 +34,7 @@ from mti_lightning.atlas import (
     selection,
     viewer,
 )
-from mti_lightning.atlas.config import AtlasConfig
-from mti_lightning.core.errors import MTIConfigError
-from mti_lightning.core.io import load_tensors, save_png, save_tensors, write_json
-from mti_lightning.core.models import LoadedModel
-from mti_lightning.core.transforms import TransformConfig
+from mti_lightning.journeys.atlas.config import AtlasConfig
 
 STAGES = ("dataset_pass", "selection", "scatter", "embedding", "icons", "atlas", "viewer")
 UPSTREAM: dict[str, tuple[str, ...]] = {
