@@ -11,6 +11,7 @@ kind, None, or a Lightning logger object.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from mti_lightning.core.config_checks import check_config
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.errors import MTIConfigError, closest
 from mti_lightning.core.models import LoadedModel, load_model
 from mti_lightning.face.config_check import check_composed, composed
@@ -29,6 +31,11 @@ GROUPS = ("search", "param", "transform", "callbacks", "trainer", "checkpoint", 
 GROUP_CHOICES = ("search", "param", "transform", "trainer", "logger")
 LIGHTNING = ("devices", "strategy", "precision", "accelerator", "num_nodes")
 MODEL_KEYS = ("input_size", "mean", "std", "pretrained", "checkpoint")
+# the groups of the other tasks, null in a call that is not theirs: there a bare option of
+# the same name means a key of the call's shared groups (a search's atlas=PATH: callbacks.atlas)
+TASK_GROUPS = tuple(
+    f.name for f in dataclasses.fields(MTIConfig) if "Schema" in str(f.type) and f.default is None
+)
 
 
 def compose(overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -87,7 +94,7 @@ def _key_of(cfg: dict[str, Any], name: str, value: Any = None, own: str = "searc
         return f"model.{name}"
     if isinstance(cfg.get(own), dict) and name in cfg[own]:
         return f"{own}.{name}"
-    if name in cfg:
+    if name in cfg and (cfg[name] is not None or name not in TASK_GROUPS):
         return name
     if name in LIGHTNING:
         return f"trainer.{name}"

@@ -23,6 +23,7 @@ def test_atlas_stage_logs_image_and_table(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import wandb
     from lightning.pytorch.loggers import WandbLogger
 
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -37,6 +38,9 @@ def test_atlas_stage_logs_image_and_table(
         track_outputs(logger, run_dir, "atlas", ATLAS_OUTPUTS, cfg.to_dict())
     finally:
         logger.experiment.finish()
+        # finish() can return while W&B's service still writes the run file (its artifact
+        # record last); teardown waits for the service, so the file read below is whole
+        wandb.teardown()
     media = next(tmp_path.glob("wandb/offline-run-*/files/media"))
     tables = list(media.rglob("*.table.json"))
     assert len(tables) == 1
