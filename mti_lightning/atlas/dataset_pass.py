@@ -44,6 +44,7 @@ from mti_lightning.core.models import LoadedModel, load_model
 from mti_lightning.core.probes import capture, layer_shapes
 from mti_lightning.shells.heap import KeepFreedMemory
 from mti_lightning.shells.trainer import check_trainer_options
+from mti_lightning.world.photos import is_photos, photo_crops
 
 Window = tuple[int, int, int, int]
 ENERGY_KEYS = ("e_plus", "e_minus", "e_plus_l2", "e_minus_l2")
@@ -273,6 +274,9 @@ def prepare(
     window = feature_window(lm, readout, cfg.atlas_layer)
     if dataset is not None:
         source: ImageSource = DatasetSource(dataset, type(dataset).__name__, lm.input_size[1:])
+    elif is_photos(cfg.data):  # scikit-image's photographs, seeded crops (world/photos.py)
+        crops = photo_crops(cfg.data, lm.input_size[1])
+        source = DatasetSource(crops, cfg.data, lm.input_size[1:], kind="photos")
     elif cfg.data == "curves":
         folder = Path(cfg.data_root) if cfg.data_root else run_dir / "data" / "curves"
         source = resolve_source("curves", write_curves(cfg, folder), lm.input_size[1:])

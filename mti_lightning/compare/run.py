@@ -49,6 +49,7 @@ from mti_lightning.search.layer_choice import (
     survey,
 )
 from mti_lightning.world.curves import NUM_CLASSES
+from mti_lightning.world.photos import is_photos, write_photo_folder
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 MEASURES = ("activation", "e_plus", "e_minus", "tension", "tension_ratio")
@@ -180,6 +181,11 @@ def plan_model(
 def image_files(cfg: dict[str, Any], run_dir: Path) -> tuple[list[Path], Path, str]:
     """The common image set, its folder and a line describing it."""
     c = cfg["compare"]
+    if is_photos(c.get("images")):  # scikit-image's photographs, seeded crops
+        spec, out = c["images"], run_dir / "images"
+        folder = write_photo_folder(spec, out, 224, n=c["n_images"], seed=cfg["seed"])
+        files = sorted(folder.rglob("*.png"))
+        return files, folder, f"{len(files)} crops of scikit-image's photographs ({spec})"
     if c.get("images"):
         folder = Path(c["images"])
         if not folder.is_dir():
