@@ -97,10 +97,18 @@ def inhibition(
 
 
 def tuning_block(
-    mti: Any, lm: Any, layer: str, rf: dict[str, Any], per_orientation: int, max_units: int
+    mti: Any,
+    lm: Any,
+    layer: str,
+    rf: dict[str, Any],
+    per_orientation: int,
+    max_units: int,
+    inhibition_per_orientation: int,
 ) -> dict[str, Any]:
     """Tuning of every unit of ``layer`` on arcs drawn for its receptive field, and the
-    inhibition of its most tuned units (at most ``max_units``)."""
+    inhibition of its most tuned units (at most ``max_units``, on the first
+    ``inhibition_per_orientation`` stimuli of each orientation: attribution costs a backward
+    pass per unit and image)."""
     arc_px = round(1.5 * rf["effective_px"])
     images, labels, background = centred_arcs(per_orientation, arc_px, 224)
     # the centre unit sees only its receptive field: a centre crop holding it is exact (the
@@ -110,21 +118,27 @@ def tuning_block(
     values = centre_values(lm, layer, crop)
     check = centre_values(lm, layer, images[:4])
     crop_error = float((check - values[:4]).abs().max() / values.abs().max())
-    bg_values = centre_values(lm, layer, crop_bg)
     curves = tuning_table(values, labels)
     r2 = tuning_strength(curves, values, labels)
     order = r2.argsort(descending=True)
     tuned = [int(u) for u in order if r2[u] > TUNED_R2][:max_units]
+    rank = torch.zeros_like(labels)
+    for k in range(NUM_CLASSES):
+        rank[labels == k] = torch.arange(int((labels == k).sum()))
+    subset = rank < inhibition_per_orientation
+    sub_labels = labels[subset]
+    bg_values = centre_values(lm, layer, crop_bg[subset])
     units = []
     for u in tuned:
-        m = inhibition(mti, lm, layer, u, crop)
+        m = inhibition(mti, lm, layer, u, crop[subset])
         bg = m_bg = float(bg_values[:, u].mean())
-        e_minus = torch.stack([m["e_minus"][labels == k].mean() for k in range(NUM_CLASSES)])
-        act = torch.stack([m["activation"][labels == k].mean() for k in range(NUM_CLASSES)])
-        act_sd = torch.stack([m["activation"][labels == k].std() for k in range(NUM_CLASSES)])
+        per = [sub_labels == k for k in range(NUM_CLASSES)]
+        e_minus = torch.stack([m["e_minus"][k].mean() for k in per])
+        act = torch.stack([m["activation"][k].mean() for k in per])
+        act_sd = torch.stack([m["activation"][k].std() for k in per])
         pref = int(curves[u].argmax())
         worst_e = int(e_minus.argmax())
-        se = float(act_sd[worst_e]) / per_orientation**0.5
+        se = float(act_sd[worst_e]) / inhibition_per_orientation**0.5
         units.append(
             {
                 "unit": u,
@@ -151,6 +165,9 @@ def tuning_block(
         "canvas_measured": side,
         "crop_error": crop_error,
         "n_stimuli": len(images),
+        "n_inhibition_stimuli": int(subset.sum()),
+        # R2 an orientation-blind unit gets by chance with this many images: (8 - 1) / (N - 1)
+        "r2_chance": (NUM_CLASSES - 1) / (len(images) - 1),
         "n_channels": int(len(r2)),
         "r2": r2.tolist(),
         "curves": curves.tolist(),
@@ -230,7 +247,7 @@ def search_figure(path: Path, rows: list[dict[str, Any]], run_dir: Path) -> None
     import matplotlib.pyplot as plt
 
     rows = [r for r in rows if r["search_tension"] is not None]
-    fig, axes = plt.subplots(2, len(rows), figsize=(2.1 * len(rows), 4.6), squeeze=False)
+    fig, axes = plt.subplots(2, len(rows), figsize=(2.1 * len(rows), 5.0), squeeze=False)
     for k, r in enumerate(rows):
         data_img = run_dir / "images" / r["tension_max_image"]
         axes[0, k].imshow(_load_png(data_img, 128))
@@ -289,7 +306,11 @@ def run_report(out: Path, work: Path, quick: bool = False) -> str:
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
-    size = {"per_orientation": 4 if quick else 10, "max_units": 2 if quick else 6}
+    size = {
+        "per_orientation": 6 if quick else 16,
+        "max_units": 2 if quick else 5,
+        "inhibition_per_orientation": 3 if quick else 6,
+    }
     t0 = time.perf_counter()
     lm = mti.load_model(NAME)
     rfs = {layer: receptive_field(lm, layer) for layer in BLOCKS}
@@ -305,7 +326,7 @@ def run_report(out: Path, work: Path, quick: bool = False) -> str:
     tuned2 = [u["unit"] for u in blocks[0]["units"]] or [0, 1, 2]
     t = time.perf_counter()
     compare_dir = work / "compare"
-    n_crops = 12 if quick else 32
+    n_crops = 12 if quick else 24
     rows = mti.compare(
         ["curvenet", NAME],
         layers={"curvenet": "bn2", NAME: "blocks.2"},
@@ -315,9 +336,9 @@ def run_report(out: Path, work: Path, quick: bool = False) -> str:
         n_images=n_crops,
         units=8,
         search_units=2 if quick else 8,
-        steps=10 if quick else 80,
-        draws=2,
-        tuning_images=160 if quick else 400,
+        steps=10 if quick else 40,
+        draws=1,
+        tuning_images=160,
         batch_size=32,
     )
     times["comparison beside CurveNet on photo crops (8 units each, searches)"] = (
@@ -334,7 +355,7 @@ def run_report(out: Path, work: Path, quick: bool = False) -> str:
     inv_units = tuned2[:3]
     inverted = mti.invert(
         lm, cat, {"layer": "blocks.2", "channel": inv_units, "position": "center"},
-        run_dir=work / "invert_cat", logger=None, steps=8 if quick else 64, draws=2,
+        run_dir=work / "invert_cat", logger=None, steps=8 if quick else 32, draws=1,
         canvas=[128, 128],
     )
     times["+/- inversions of the cat (3 units)"] = time.perf_counter() - t
@@ -342,14 +363,14 @@ def run_report(out: Path, work: Path, quick: bool = False) -> str:
 
     t = time.perf_counter()
     unit = tuned2[0]
-    stimuli, labels, _ = centred_arcs(4 if quick else 8, blocks[0]["arc_px"], 224, seed=23)
+    stimuli, labels, _ = centred_arcs(4 if quick else 6, blocks[0]["arc_px"], 224, seed=23)
     data = torch.utils.data.ConcatDataset(
-        [PhotoCrops(n=48 if quick else 160, seed=4, scale=(0.1, 0.4)), _Stimuli(stimuli, labels)]
+        [PhotoCrops(n=48 if quick else 120, seed=4, scale=(0.1, 0.4)), _Stimuli(stimuli, labels)]
     )
     k = 30 if quick else 80
     atlas = mti.atlas(
         lm, f"blocks.2:{unit}@center", data=data, run_dir=work / "atlas", logger=None,
-        grid=6 if quick else 9, min_images=2, icon_steps=8 if quick else 48, icon_draws=1,
+        grid=6 if quick else 8, min_images=2, icon_steps=8 if quick else 24, icon_draws=1,
         icon_canvas=96, atlas_size=540 if quick else 900, top_activation=k,
         bottom_activation=k, top_l1=k, top_e_minus=k, umap_n_neighbors=8, batch_size=32,
         viewer_thumbnails=8,
@@ -369,7 +390,8 @@ def run_report(out: Path, work: Path, quick: bool = False) -> str:
         "times_s": times,
     }
     write_json(work / "imagenet_report.json", summary)
-    text = _markdown(summary, blocks, rows, inverted, inv_units, unit, cells, times, len(data))
+    n_atlas = (len(data) - len(stimuli), len(stimuli))
+    text = _markdown(summary, blocks, rows, inverted, inv_units, unit, cells, times, n_atlas)
     write_text(out / "imagenet_report.md", text)
     return text
 
@@ -402,20 +424,23 @@ def _markdown(summary, blocks, rows, inverted, inv_units, unit, cells, times, n_
         "centre unit's effective receptive field (the width holding 90 % of its input "
         "gradient). Background-only controls: the same flat colours without the arc.",
         "",
-        "| block | map | stride | RF theoretical / effective (px) | S (px) | stimuli | canvas measured | crop error | tuned (R2 > 0.2) | R2 distribution |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| block | map | stride | RF theoretical / effective (px) | S (px) | stimuli (tuning / "
+        "inhibition) | canvas measured | crop error | tuned (R2 > 0.2) | chance R2 | R2 "
+        "distribution |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for b in blocks:
         rf = b["rf"]
         lines.append(
             f"| `{b['layer']}` | {rf['map'][0]}x{rf['map'][1]} | {rf['stride']} | "
-            f"{rf['theoretical_px']} / {rf['effective_px']} | {b['arc_px']} | {b['n_stimuli']} | "
-            f"{b['canvas_measured']} px | {b['crop_error']:.1e} | {b['n_tuned']} of "
-            f"{b['n_channels']} | {_r2_line(b['r2'])} |"
+            f"{rf['theoretical_px']} / {rf['effective_px']} | {b['arc_px']} | {b['n_stimuli']} / "
+            f"{b['n_inhibition_stimuli']} | {b['canvas_measured']} px | {b['crop_error']:.1e} | "
+            f"{b['n_tuned']} of {b['n_channels']} | {b['r2_chance']:.3f} | {_r2_line(b['r2'])} |"
         )
     lines += [
         "",
-        "(Canvas measured: the centre crop of the 224 px stimulus the centre unit's whole "
+        "(Chance R2: what orientation explains of an orientation-blind unit's variance by "
+        "chance with this many images, (8 - 1) / (N - 1). Canvas measured: the centre crop of the 224 px stimulus the centre unit's whole "
         "receptive field lies in; crop error: the largest difference of the layer's centre "
         "values between that crop and the full 224 px image, relative to the largest value.)",
         "",
@@ -484,7 +509,8 @@ def _markdown(summary, blocks, rows, inverted, inv_units, unit, cells, times, n_
         "efficientnet_lite0.imagenet: blocks.2}, images='photos:...')`: both networks on the "
         "same crops of scikit-image's photographs (resized to each one's input: 224 px, "
         "CurveNet 64 px), 8 units each (seeded sample), E+, E-, tension per (unit, crop), and "
-        "one batched MTI search of the 8 units against the tensest crop. Reduced: "
+        "one batched MTI search of the 8 units (40 steps, 1 transform draw: reduced for the "
+        "2-core CPU) against the tensest crop. Reduced too: "
         "the other curve-trained networks of `mti experiment=compare` (resnet10t, "
         "mobilenetv3_small_050, levit_128s) would need ~14 min of training on 2 cores first; "
         "CurveNet is the shipped curve-trained one.",
@@ -538,8 +564,9 @@ def _markdown(summary, blocks, rows, inverted, inv_units, unit, cells, times, n_
         "",
         "## 5. The atlas of one tuned unit over natural crops plus curves",
         "",
-        f"`mti.atlas` of `blocks.2:{unit}@center` over {n_atlas} images: 160 crops of the "
-        "photographs and 64 curve stimuli of section 1 (labels `arc_DEG`).",
+        f"`mti.atlas` of `blocks.2:{unit}@center` (the most tuned unit of `blocks.2`) over "
+        f"{n_atlas[0]} crops of the photographs plus {n_atlas[1]} curve stimuli drawn as in "
+        "section 1 (labels `arc_DEG`).",
         "",
         "![atlas](imagenet_report_atlas.png)",
         "",
