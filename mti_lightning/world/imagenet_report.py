@@ -458,10 +458,11 @@ NOTES: dict[str, str] = {
     "inversions": (
         "Seen: both inversions of each unit are small patches at the centre (the receptive "
         "field, ~40 px) of oriented green/blue stripes, not cat parts; the + and - images of "
-        "a unit look alike (the same orientation), and their activations do not follow the "
-        "sign (unit 20's - inversion drives it to +23): the excitatory and inhibitory parts "
-        "of the cat's attribution at `blocks.2:in` are spread over the same channels, and "
-        "the spatial-channel cosine match does not separate them at this depth."
+        "a unit look alike (the same orientation). Their activations follow the sign for "
+        "unit 16 (+14.6 and -14.3) but not for unit 20 (its - inversion drives it to +23) "
+        "or 15 (both negative): at this depth the spatial-channel cosine match of the cat's "
+        "excitatory and inhibitory parts does not reliably yield an exciting and an "
+        "inhibiting image."
     ),
     "atlas": (
         "Seen: 34 of the 41 icons inhibit the unit (blue borders), although its mean "
