@@ -17,6 +17,7 @@ All timed interleaved in one process.
 step, interleaved with the rest: ``logging_cost`` is its extra time per step.
 
     python -m benchmarks.bench_inversion --device cpu [--quick] [--logging] [--out DIR]
+        [--models efficientnet_lite0_imagenet ...]
 """
 
 from __future__ import annotations
@@ -35,8 +36,17 @@ from mti_lightning.core.objectives import SpatialChannelCosine
 
 Config = tuple[str, int, int, int]  # model, canvas, draws, input side (0: the model's own)
 CONFIGS = {
-    "cuda": [("resnet50", 512, 16, 0), ("resnet50", 224, 8, 0), ("curvenet", 64, 8, 0)],
-    "cpu": [("resnet18", 224, 8, 0), ("curvenet", 64, 8, 0)],
+    "cuda": [
+        ("resnet50", 512, 16, 0),
+        ("resnet50", 224, 8, 0),
+        ("curvenet", 64, 8, 0),
+        ("efficientnet_lite0_imagenet", 224, 8, 0),
+    ],
+    "cpu": [
+        ("resnet18", 224, 8, 0),
+        ("curvenet", 64, 8, 0),
+        ("efficientnet_lite0_imagenet", 224, 8, 0),  # ImageNet weights, offline
+    ],
     "quick": [("resnet18", 64, 4, 64)],
 }
 # per precision: timed steps, steps per chunk, warm-up steps per chunk (bf16 autocast is
@@ -199,10 +209,18 @@ def bench(
     return rows
 
 
+def _options(parser: argparse.ArgumentParser) -> None:
+    """``--logging`` and ``--models`` (only these of the device's settings)."""
+    common.logging_switch(parser)
+    parser.add_argument("--models", nargs="+", help="only the settings of these models")
+
+
 def main() -> None:
-    args = common.parse_args(__doc__.split("\n\n")[0], common.logging_switch)
+    args = common.parse_args(__doc__.split("\n\n")[0], _options)
     common.setup(args)
     configs = CONFIGS["quick" if args.quick else args.device]
+    if args.models:
+        configs = [c for c in configs if c[0] in args.models]
     timing = TIMING["quick" if args.quick else args.device]
     results = common.Results(
         args.out,

@@ -45,6 +45,8 @@ FEATURES = {
     "resnet50": ("layer3.0.conv1", 5, "layer2.3.act3"),
     "resnet18": ("layer3.0.conv1", 5, "layer2.1.act2"),
     "curvenet": ("bn2", 19, "pool1"),
+    # the offline ImageNet network (conf/model/efficientnet_lite0_imagenet.yaml)
+    "efficientnet_lite0_imagenet": ("blocks.4.0.conv_pw", 5, "blocks.3"),
 }
 PRECISIONS = {"fp32": "32", "bf16": "bf16-mixed"}
 

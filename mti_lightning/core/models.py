@@ -220,6 +220,20 @@ def _check_input_size(input_size: Any) -> tuple[int, int, int]:
     return size  # type: ignore[return-value]
 
 
+def _check_runs_at(model: nn.Module, label: str, size: tuple, native: tuple) -> None:
+    """A clear error, before any work, when ``model`` cannot run at an overridden input size
+    (ViTs and LeViTs fix theirs at construction)."""
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *size))
+    except Exception as err:  # assertions, shape and size errors come in many kinds
+        raise MTIConfigError(
+            f"model {label} does not run at input_size {list(size)} ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); its own is {list(native)}, or "
+            "a size it accepts"
+        ) from err
+
+
 def load_model(
     name: str | nn.Module | LoadedModel,
     pretrained: bool = False,
@@ -257,9 +271,15 @@ def load_model(
             f"model {name!r}; give a built-in name, torchvision:NAME, a timm name or an nn.Module"
         )
     elif name in BUILTIN_MODELS:
-        model, cfg = build_builtin(name, pretrained=True)
-        trained, source, label = cfg.get("trained", True), f"builtin:{name}", name
+        record = model_record(checkpoint, name) if checkpoint is not None else {}
+        model, cfg = build_builtin(name, pretrained=True, **record.get("kwargs", {}))
+        trained, label = cfg.get("trained", True), name
+        source = cfg.get("source", f"builtin:{name}")
         native_size, native_mean, native_std = cfg["input_size"], cfg["mean"], cfg["std"]
+        if record:  # a fine-tuned checkpoint runs at the size it was trained at
+            native_size, native_mean, native_std = (
+                record[k] for k in ("input_size", "mean", "std")
+            )
         extra = {k: cfg[k] for k in ("attribution_layer",) if k in cfg}
     else:
         wanted = pretrained and checkpoint is None
@@ -289,7 +309,10 @@ def load_model(
         raise MTIConfigError(
             f"mean {mean} and std {std} need one value per input channel ({size[0]}), std > 0"
         )
-    freeze(model).to(device)
+    freeze(model)
+    if input_size is not None and size != tuple(native_size):
+        _check_runs_at(model, label, size, tuple(native_size))
+    model.to(device)
     return LoadedModel(
         name=label,
         model=model,

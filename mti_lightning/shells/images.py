@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -180,6 +180,15 @@ def register_source(name: str, factory: SourceFactory) -> None:
     SOURCES[name] = factory
 
 
+def source_name(data: Any) -> str | None:
+    """The registered source that ``data`` names (``NAME`` or ``NAME:KEY=VALUE,...``; the
+    whole string reaches the source as ``options["spec"]``), or None."""
+    if not isinstance(data, str):
+        return None
+    name = data.split(":", 1)[0]
+    return name if name in SOURCES else None
+
+
 def open_source(
     data: Any,
     size: tuple[int, int],
@@ -193,8 +202,10 @@ def open_source(
     if not isinstance(data, (str, Path)):
         return DatasetSource(data, type(data).__name__, size)
     data = str(data)
-    if data in SOURCES:
-        return SOURCES[data](request or SourceRequest(size, Path(root or data)))
+    name = source_name(data)
+    if name is not None:
+        base = request or SourceRequest(size, Path(root or name))
+        return SOURCES[name](replace(base, options={**base.options, "spec": data}))
     if data.startswith("torchvision:"):
         return torchvision_source(data.split(":", 1)[1], str(root or ""), size)
     return FolderSource(Path(data), size, limit)

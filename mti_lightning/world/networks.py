@@ -17,7 +17,7 @@ from torch import nn
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.models import IMAGENET_MEAN, IMAGENET_STD, check_model_name
 from mti_lightning.core.models import TORCHVISION_PREFIX as TORCHVISION
-from mti_lightning.core.zoo import BUILTIN_MODELS
+from mti_lightning.core.zoo import BUILTIN_MODELS, build_builtin
 
 
 @dataclass
@@ -77,7 +77,9 @@ def _timm(name: str, num_classes: int, size: int, kwargs: dict[str, Any]) -> Net
 def build_network(
     name: str, num_classes: int, size: int, kwargs: dict[str, Any] | None = None
 ) -> Network:
-    """An untrained ``name`` with ``num_classes`` outputs that runs on ``size``-pixel images."""
+    """An untrained ``name`` with ``num_classes`` outputs that runs on ``size``-pixel images
+    (a pretrained built-in such as ``efficientnet_lite0.imagenet`` keeps its weights and gets a
+    new head: fine-tuning)."""
     check_model_name(name)
     kwargs = dict(kwargs or {})
     if name == "curvenet":
@@ -86,8 +88,10 @@ def build_network(
         if kwargs:
             raise MTIConfigError(f"curvenet takes no constructor arguments, got {kwargs}")
         return Network(name, CurveNet(num_classes), {}, (3, size, size), MEAN, STD)
-    if name in BUILTIN_MODELS:
-        raise MTIConfigError(f"built-in {name!r} has no training recipe; train curvenet or timm")
+    if name in BUILTIN_MODELS and name != "curvenet":  # pretrained built-ins are fine-tuned
+        model, cfg = build_builtin(name, pretrained=True, num_classes=num_classes, **kwargs)
+        full = {"num_classes": num_classes, **kwargs}
+        return Network(name, model, full, (3, size, size), cfg["mean"], cfg["std"])
     if name.startswith(TORCHVISION):
         import torchvision
 

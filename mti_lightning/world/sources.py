@@ -1,10 +1,12 @@
 """The built-in world's data sets, registered by name with the engine's image source
-(``shells/images.py``): ``curves``, the synthetic curve images as an image folder."""
+(``shells/images.py``): ``curves``, the synthetic curve images, and ``photos``, seeded crops
+of scikit-image's photographs, each written as an image folder."""
 
 from __future__ import annotations
 
 from mti_lightning.shells.images import FolderSource, ImageSource, SourceRequest, register_source
 from mti_lightning.world.curve_dataset import write_image_folder
+from mti_lightning.world.photos import write_photo_folder
 
 
 def curves_source(request: SourceRequest) -> ImageSource:
@@ -15,4 +17,14 @@ def curves_source(request: SourceRequest) -> ImageSource:
     return FolderSource(folder, request.size)
 
 
+def photos_source(request: SourceRequest) -> ImageSource:
+    """The crops that ``photos[:KEY=VALUE,...]`` names (``request.n`` and ``request.seed``
+    where the spec gives none) written to ``request.folder`` at the request's size."""
+    spec = str(request.options.get("spec", "photos"))
+    overrides = {"seed": request.seed, **({"n": request.n} if request.n else {})}
+    folder = write_photo_folder(spec, request.folder, max(request.size), **overrides)
+    return FolderSource(folder, request.size)
+
+
 register_source("curves", curves_source)
+register_source("photos", photos_source)

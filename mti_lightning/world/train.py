@@ -35,6 +35,7 @@ from mti_lightning.world.curve_datamodule import CurveDataModule
 from mti_lightning.world.curve_dataset import CurveDataset, RenderedCurveDataset
 from mti_lightning.world.curves import NUM_CLASSES, CurveConfig
 from mti_lightning.world.networks import Network, build_network
+from mti_lightning.world.photos import is_photos, photo_cache_folder, write_photo_folder
 
 DEFAULT_RECIPE: dict[str, Any] = {
     "model": "resnet10t",
@@ -217,6 +218,10 @@ def _data(full: dict[str, Any]) -> tuple[L.LightningDataModule, Any, int]:
 
         return data, test_set, NUM_CLASSES
     from mti_lightning.world.folder_data import FolderDataModule
+
+    if is_photos(full["data"]):  # crops of scikit-image's photographs, a class per photograph
+        size, spec = full["image_size"], full["data"]
+        full = {**full, "data": str(write_photo_folder(spec, photo_cache_folder(spec, size), size))}
 
     data = FolderDataModule(
         full["data"],

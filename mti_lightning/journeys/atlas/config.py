@@ -25,7 +25,8 @@ class AtlasConfig(AtlasSchema):
     (:class:`~mti_lightning.core.config_schema.AtlasSchema`), plus the model and the feature.
 
     ``data``: ``curves`` (the built-in curve images, written to ``data_root`` or
-    ``<run_dir>/data/curves``), a path to an image folder (ImageFolder layout or any tree of
+    ``<run_dir>/data/curves``), ``photos[:KEY=VALUE,...]`` (seeded crops of scikit-image's
+    photographs; ``curves_n`` and ``curves_seed`` where the spec gives no ``n``/``seed``), a path to an image folder (ImageFolder layout or any tree of
     image files), or ``torchvision:NAME`` (a torchvision data set class, read from
     ``data_root`` without downloading). ``layers``: the attribution layers; the first is the
     atlas layer (embedding, icons), the others only get energies and vectors; ``auto`` is the
@@ -73,7 +74,9 @@ class AtlasConfig(AtlasSchema):
                 f"layers={self.layers!r}; give at least one attribution layer name, e.g. [pool1]"
             )
         if self.data != "curves" and not self.data.strip():
-            raise MTIConfigError("data is empty; valid: curves, a folder path, torchvision:NAME")
+            raise MTIConfigError(
+                "data is empty; valid: curves, photos, a folder path, torchvision:NAME"
+            )
         positive = {
             "curves_n": self.curves_n,
             "batch_size": self.batch_size,

@@ -10,6 +10,7 @@ is the engine's.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,7 @@ def prepare(
     size = lm.input_size[1:]
     request = SourceRequest(
         size,
-        Path(cfg.data_root) if cfg.data_root else run_dir / "data" / cfg.data,
+        Path(cfg.data_root) if cfg.data_root else run_dir / "data" / re.sub(r"[^\w.-]+", "_", cfg.data),
         cfg.curves_n,
         cfg.curves_seed,
         {"two_arc_fraction": cfg.curves_two_arc_fraction},

@@ -51,7 +51,7 @@ from mti_lightning.journeys.compare.report import write_report
 from mti_lightning.journeys.compare.trained import recipes_to_train, train_models
 from mti_lightning.journeys.compare.tuning import Tuning, tuning_images, unit_tuning
 from mti_lightning.shells.data_pass import PassOptions, PassSetup, load_pass, run_pass
-from mti_lightning.shells.images import ImageSource, SourceRequest, open_source
+from mti_lightning.shells.images import ImageSource, SourceRequest, open_source, source_name
 from mti_lightning.world.curves import NUM_CLASSES
 
 # runs one search from its config into a directory and returns its metrics record
@@ -182,17 +182,20 @@ def image_source(
     """The common image set at ``size``: its source, its folder and a line describing it
     (``compare.images``, else ``compare.n_images`` curve images written to ``images/``)."""
     c = cfg["compare"]
-    if c.get("images"):
-        folder = Path(c["images"])
+    images = c.get("images")
+    if images and source_name(images) is None:
+        folder = Path(images)
         try:
             source = open_source(str(folder), size, limit=int(c["n_images"]))
         except MTIConfigError as err:
             raise MTIConfigError(f"compare.images: {err}") from err
         return source, folder, f"{len(source)} images from {folder}"
-    folder = run_dir / "images"
+    name, folder = images or "curves", run_dir / "images"
     request = SourceRequest(size, folder, int(c["n_images"]), cfg["seed"], {"two_arc_fraction": 0.3})
-    source = open_source("curves", size, request=request)
-    return source, folder, f"{len(source)} synthetic curve images ({folder})"
+    source = open_source(name, size, request=request)
+    if name == "curves":
+        return source, folder, f"{len(source)} synthetic curve images ({folder})"
+    return source, folder, f"{len(source)} images of the built-in data set {name} ({folder})"
 
 
 def data_pass(
