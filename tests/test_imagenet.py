@@ -129,7 +129,9 @@ def test_an_atlas_over_photo_crops_completes(lite0, tmp_path):
     )
     summary = json.loads((tmp_path / "dataset_pass" / "result.json").read_text())
     assert summary["n_images"] == 24 and summary["n_failed"] == 0
-    assert summary["source"].startswith("photos:photos:n=24,seed=1")
+    folder = tmp_path / "data" / "photos_n_24_seed_1"  # the crops, written as an image folder
+    assert summary["source"].startswith(f"folder:{folder.resolve()}:24:")
+    assert len(sorted(folder.rglob("*.png"))) == 24
     cells = json.loads((tmp_path / "atlas" / "cells.json").read_text())
     assert len(cells) >= 1
     assert result.atlas_png.is_file() and result.n_failed == 0
@@ -163,7 +165,7 @@ def test_the_comparison_runs_with_the_imagenet_network_on_photo_crops(tmp_path):
     assert rows[0]["weights"] == "trained" and rows[0]["search_tension"] > 0
     assert rows[0]["tension_max_image"].endswith(".png")
     report = (tmp_path / "compare_report.md").read_text()
-    assert "crops of scikit-image's photographs" in report and NAME in report
+    assert "images of the built-in data set photos" in report and NAME in report
 
 
 def test_an_input_size_the_network_cannot_run_at_is_a_clear_error(lite0, tmp_path):

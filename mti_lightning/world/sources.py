@@ -19,10 +19,11 @@ def curves_source(request: SourceRequest) -> ImageSource:
 
 def photos_source(request: SourceRequest) -> ImageSource:
     """The crops that ``photos[:KEY=VALUE,...]`` names (``request.n`` and ``request.seed``
-    where the spec gives none) written to ``request.folder`` at the request's size."""
+    where the spec gives none) written to ``request.folder`` at 224 px, whatever the model's
+    size (the source resizes), so models of several sizes share one folder of crops."""
     spec = str(request.options.get("spec", "photos"))
     overrides = {"seed": request.seed, **({"n": request.n} if request.n else {})}
-    folder = write_photo_folder(spec, request.folder, max(request.size), **overrides)
+    folder = write_photo_folder(spec, request.folder, **overrides)
     return FolderSource(folder, request.size)
 
 
