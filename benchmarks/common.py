@@ -227,14 +227,15 @@ def quiet() -> Iterator[None]:
 
 
 def compose(overrides: Sequence[str]) -> dict[str, Any]:
-    """The resolved ``mti`` config for ``overrides`` (Hydra over this repository's conf/)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    """The resolved ``mti`` config for ``overrides``, composed and checked as ``mti`` does
+    (the installed ``mti_lightning.conf`` with its schema)."""
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)
+    from mti_lightning.face.config_check import check_composed, composed
+
+    cfg = OmegaConf.to_container(composed(list(overrides)), resolve=True)
+    check_composed(cfg)
+    return cfg
 
 
 def search_overrides(device: str, model: str, input_size: int = 0) -> list[str]:
