@@ -2,7 +2,7 @@
 tables, and building a search exactly as the ``mti`` command builds it.
 
 "Ours" is always the product as users run it: Hydra composes ``conf/`` with overrides,
-``search_job.prepare`` builds the ``MTISearch``, and a Trainer from ``make_trainer`` fits it
+the search runner's ``prepare`` (``shells/search_run.py``) builds the ``MTISearch``, and a Trainer from ``make_trainer`` fits it
 on a ``DrawDataModule``; a callback times whole steps after warm-up (from a batch's start to
 a later batch's end), so the Trainer's own per-step overhead is counted. Figures of different
 contenders are taken in one process, interleaved in chunks, so that load from other
@@ -280,7 +280,7 @@ class Search:
     """A search built from ``mti`` overrides, fitted again for each timed chunk."""
 
     def __init__(self, overrides: Sequence[str], device: str):
-        from mti_lightning.journeys.search.job import prepare
+        from mti_lightning.shells.search_run import prepare
 
         self.cfg = compose(overrides)
         self.device = device
