@@ -33,6 +33,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.fastnet import fast_network
 from mti_lightning.core.heap import keep_freed_memory
 from mti_lightning.core.models import LoadedModel
@@ -224,15 +225,11 @@ def quiet() -> Iterator[None]:
 # --- the product as `mti` runs it ---------------------------------------------------------
 
 
-def compose(overrides: Sequence[str]) -> dict[str, Any]:
-    """The resolved ``mti`` config for ``overrides`` (Hydra over this repository's conf/)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
+def compose(overrides: Sequence[str]) -> MTIConfig:
+    """The typed ``mti`` config for ``overrides``, composed as the command composes it."""
+    from mti_lightning.face.api_config import compose_config
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)
+    return compose_config(overrides)
 
 
 def search_overrides(device: str, model: str, input_size: int = 0) -> list[str]:
@@ -282,7 +279,7 @@ class Search:
         self.cfg = compose(overrides)
         self.device = device
         self.run_dir = Path(tempfile.mkdtemp(prefix="mti-bench-"))
-        L.seed_everything(self.cfg["seed"], workers=True, verbose=False)
+        L.seed_everything(self.cfg.seed, workers=True, verbose=False)
         with quiet():
             self.prepared = prepare(self.cfg, self.run_dir)
         self.search = self.prepared.search
@@ -300,11 +297,11 @@ class Search:
         nothing ``prepare`` builds)."""
         from mti_lightning.shells.trainer import make_trainer
 
-        t = self.cfg["trainer"]
+        t = self.cfg.trainer
         return make_trainer(
             self.run_dir,
             max_steps,
-            accelerator=t["accelerator"],
+            accelerator=t.accelerator,
             devices=1,
             precision=precision,
             logger=logger,
@@ -337,7 +334,7 @@ class Search:
             logger = WandbLogger(save_dir=str(self.run_dir), offline=True, project="mti-bench")
             logger.experiment  # noqa: B018 (start the run outside the timed steps)
         trainer = self.trainer(max_steps, precision, callbacks, logger)
-        data = DrawDataModule(self.search.transform, self.cfg["search"]["draws"], self.cfg["seed"])
+        data = DrawDataModule(self.search.transform, self.cfg.search.draws, self.cfg.seed)
         start = time.perf_counter()
         with quiet():
             trainer.fit(self.search, datamodule=data)
@@ -360,7 +357,7 @@ class Search:
     @property
     def batch(self) -> int:
         """Network inputs per step: images x draws."""
-        return self.search.n_images * self.cfg["search"]["draws"]
+        return self.search.n_images * self.cfg.search.draws
 
 
 def seed_image(path: Path, size: int, seed: int = 1) -> Path:

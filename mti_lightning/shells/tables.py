@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.io import atomic_write
 from mti_lightning.shells.loggers import logger_from_config
 from mti_lightning.shells.wandb_record import guarded, log_table, track_outputs
@@ -52,7 +53,7 @@ def text_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def log_to_wandb(
-    cfg: dict[str, Any],
+    cfg: MTIConfig,
     run_dir: Path,
     key: str,
     rows: Sequence[dict[str, Any]],
@@ -66,7 +67,7 @@ def log_to_wandb(
     ``outputs`` (relative to ``run_dir``) as a versioned artifact of type ``key``, when
     ``logger=wandb`` (offline without a server); nothing for the CSV logger or none. Call it
     once the run directory holds the results: a tracker failure costs a warning, not a run."""
-    if cfg["logger"]["kind"] != "wandb":
+    if cfg.logger.kind != "wandb":
         return
     logger = logger_from_config(cfg, run_dir)
     log_table(logger, key, rows, images or {})

@@ -17,6 +17,7 @@ import re
 import sys
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +26,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
 
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.io import to_uint8
 from mti_lightning.shells.loggers import reachable
 
@@ -218,13 +220,15 @@ def track_outputs(
     run_dir: Path,
     kind: str,
     paths: Iterable[str],
-    config: Mapping[str, Any],
+    config: MTIConfig,
     metadata: Mapping[str, Any] | None = None,
 ) -> None:
     """Log a run's outputs ``paths`` as a new version of the artifact ``KIND-RUN`` (see
-    :func:`run_label`) and finish the W&B run (see :func:`finish_run`); nothing for other
-    loggers. Call it once the run directory holds everything the run found."""
+    :func:`run_label`), with the run's ``config``, and finish the W&B run (see
+    :func:`finish_run`); nothing for other loggers. Call it once the run directory holds
+    everything the run found."""
     if as_wandb(logger) is None:
         return
-    log_outputs(logger, run_dir, f"{kind}-{run_label(run_dir)}", kind, paths, config, metadata)
+    record = asdict(config)
+    log_outputs(logger, run_dir, f"{kind}-{run_label(run_dir)}", kind, paths, record, metadata)
     finish_run(logger)

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.features import FeatureSpec
 from mti_lightning.core.layer_choice import relative_depth, survey
 from mti_lightning.core.models import LoadedModel
@@ -119,7 +120,7 @@ def summary_values(
 
 def track_search(
     logger: Any,
-    cfg: Mapping[str, Any],
+    cfg: MTIConfig,
     run_dir: Path,
     record: Mapping[str, Any],
     units: Sequence[str],
