@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -76,4 +77,4 @@ def log_to_wandb(
     for path in figures:  # one key each: W&B shows images of one key at one size
         name, files = f"{key}_{path.stem}", [str(path)]
         guarded(logger, name, lambda wb, k=name, f=files: wb.log_image(key=k, images=f), False)
-    track_outputs(logger, run_dir, key, outputs, cfg)
+    track_outputs(logger, run_dir, key, outputs, asdict(cfg))

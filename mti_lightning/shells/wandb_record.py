@@ -17,7 +17,6 @@ import re
 import sys
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,7 +25,6 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
 
-from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.io import to_uint8
 from mti_lightning.shells.loggers import reachable
 
@@ -220,15 +218,14 @@ def track_outputs(
     run_dir: Path,
     kind: str,
     paths: Iterable[str],
-    config: MTIConfig,
+    config: Mapping[str, Any],
     metadata: Mapping[str, Any] | None = None,
 ) -> None:
     """Log a run's outputs ``paths`` as a new version of the artifact ``KIND-RUN`` (see
-    :func:`run_label`), with the run's ``config``, and finish the W&B run (see
-    :func:`finish_run`); nothing for other loggers. Call it once the run directory holds
-    everything the run found."""
+    :func:`run_label`), with the run's ``config`` record (``dataclasses.asdict`` of the
+    typed config), and finish the W&B run (see :func:`finish_run`); nothing for other
+    loggers. Call it once the run directory holds everything the run found."""
     if as_wandb(logger) is None:
         return
-    record = asdict(config)
-    log_outputs(logger, run_dir, f"{kind}-{run_label(run_dir)}", kind, paths, record, metadata)
+    log_outputs(logger, run_dir, f"{kind}-{run_label(run_dir)}", kind, paths, config, metadata)
     finish_run(logger)

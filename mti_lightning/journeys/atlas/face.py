@@ -91,7 +91,7 @@ def atlas_from_config(
     if logger is None:
         logger = logger_from_config(cfg, run_dir)
     results = run_atlas(atlas, run_dir, stage or cfg.stage, logger or None, lm, dataset)
-    track_outputs(logger, run_dir, "atlas", ATLAS_OUTPUTS, cfg)
+    track_outputs(logger, run_dir, "atlas", ATLAS_OUTPUTS, asdict(cfg))
     for name, record in results.items():
         state = "skipped (up to date)" if record.get("skipped") else "done"
         print(f"atlas stage {name:<13} {state}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -148,4 +149,4 @@ def track_search(
     log_table(wb, "results", rows, pictures)
     aggregates = {k: v for k, v in record["summary"].items() if k.startswith("summary/")}
     metadata = {**record["run"], **aggregates}
-    track_outputs(wb, run_dir, "search", OUTPUTS, cfg, metadata)
+    track_outputs(wb, run_dir, "search", OUTPUTS, asdict(cfg), metadata)
