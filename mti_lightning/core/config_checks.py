@@ -1,6 +1,7 @@
 """The checks of a composed config against the schema (``core/config_schema.py``): every
 value's type, range or choice, one MTIConfigError naming the key, the value and what would be
-valid. Plain data in, so the ``mti`` command, the Python API and the engine share them."""
+valid. The composed plain data or the typed :class:`MTIConfig` in, so the ``mti`` command,
+the Python API and the engine share them."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mti_lightning.core.config_checks import check_config
+from mti_lightning.core.config_checks import check_config, group_types
 from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.errors import MTIConfigError, closest
 from mti_lightning.core.models import LoadedModel, load_model
@@ -94,7 +94,9 @@ def _key_of(cfg: dict[str, Any], name: str, value: Any = None, own: str = "searc
         return f"model.{name}"
     if isinstance(cfg.get(own), dict) and name in cfg[own]:
         return f"{own}.{name}"
-    if name in cfg:
+    # a group another task's experiment sets (null here: ``atlas=PATH`` in a search is
+    # callbacks.atlas) is not this call's key
+    if name in cfg and not (cfg[name] is None and name in group_types(MTIConfig)):
         return name
     if name in LIGHTNING:
         return f"trainer.{name}"
