@@ -2,7 +2,7 @@
 tables, and building a search exactly as the ``mti`` command builds it.
 
 "Ours" is always the product as users run it: Hydra composes ``conf/`` with overrides,
-the search runner's ``prepare`` (``shells/search_run.py``) builds the ``MTISearch``, and a Trainer from ``make_trainer`` fits it
+``search_job.prepare`` builds the ``MTISearch``, and a Trainer from ``make_trainer`` fits it
 on a ``DrawDataModule``; a callback times whole steps after warm-up (from a batch's start to
 a later batch's end), so the Trainer's own per-step overhead is counted. Figures of different
 contenders are taken in one process, interleaved in chunks, so that load from other
@@ -33,6 +33,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.fastnet import fast_network
 from mti_lightning.core.heap import keep_freed_memory
 from mti_lightning.core.models import LoadedModel
@@ -45,8 +46,6 @@ FEATURES = {
     "resnet50": ("layer3.0.conv1", 5, "layer2.3.act3"),
     "resnet18": ("layer3.0.conv1", 5, "layer2.1.act2"),
     "curvenet": ("bn2", 19, "pool1"),
-    # the offline ImageNet network (conf/model/efficientnet_lite0_imagenet.yaml)
-    "efficientnet_lite0_imagenet": ("blocks.4.0.conv_pw", 5, "blocks.3"),
 }
 PRECISIONS = {"fp32": "32", "bf16": "bf16-mixed"}
 
@@ -226,16 +225,11 @@ def quiet() -> Iterator[None]:
 # --- the product as `mti` runs it ---------------------------------------------------------
 
 
-def compose(overrides: Sequence[str]) -> dict[str, Any]:
-    """The resolved ``mti`` config for ``overrides``, composed and checked as ``mti`` does
-    (the installed ``mti_lightning.conf`` with its schema)."""
-    from omegaconf import OmegaConf
+def compose(overrides: Sequence[str]) -> MTIConfig:
+    """The typed ``mti`` config for ``overrides``, composed as the command composes it."""
+    from mti_lightning.face.api_config import compose_config
 
-    from mti_lightning.face.config_check import check_composed, composed
-
-    cfg = OmegaConf.to_container(composed(list(overrides)), resolve=True)
-    check_composed(cfg)
-    return cfg
+    return compose_config(overrides)
 
 
 def search_overrides(device: str, model: str, input_size: int = 0) -> list[str]:
@@ -280,12 +274,12 @@ class Search:
     """A search built from ``mti`` overrides, fitted again for each timed chunk."""
 
     def __init__(self, overrides: Sequence[str], device: str):
-        from mti_lightning.shells.search_run import prepare
+        from mti_lightning.journeys.search.job import prepare
 
         self.cfg = compose(overrides)
         self.device = device
         self.run_dir = Path(tempfile.mkdtemp(prefix="mti-bench-"))
-        L.seed_everything(self.cfg["seed"], workers=True, verbose=False)
+        L.seed_everything(self.cfg.seed, workers=True, verbose=False)
         with quiet():
             self.prepared = prepare(self.cfg, self.run_dir)
         self.search = self.prepared.search
@@ -303,11 +297,11 @@ class Search:
         nothing ``prepare`` builds)."""
         from mti_lightning.shells.trainer import make_trainer
 
-        t = self.cfg["trainer"]
+        t = self.cfg.trainer
         return make_trainer(
             self.run_dir,
             max_steps,
-            accelerator=t["accelerator"],
+            accelerator=t.accelerator,
             devices=1,
             precision=precision,
             logger=logger,
@@ -340,7 +334,7 @@ class Search:
             logger = WandbLogger(save_dir=str(self.run_dir), offline=True, project="mti-bench")
             logger.experiment  # noqa: B018 (start the run outside the timed steps)
         trainer = self.trainer(max_steps, precision, callbacks, logger)
-        data = DrawDataModule(self.search.transform, self.cfg["search"]["draws"], self.cfg["seed"])
+        data = DrawDataModule(self.search.transform, self.cfg.search.draws, self.cfg.seed)
         start = time.perf_counter()
         with quiet():
             trainer.fit(self.search, datamodule=data)
@@ -363,7 +357,7 @@ class Search:
     @property
     def batch(self) -> int:
         """Network inputs per step: images x draws."""
-        return self.search.n_images * self.cfg["search"]["draws"]
+        return self.search.n_images * self.cfg.search.draws
 
 
 def seed_image(path: Path, size: int, seed: int = 1) -> Path:

@@ -107,7 +107,7 @@ def search(
     result = run_search(cfg, out, lm, logger, search_extras(cfg))
     if result is None:
         raise RuntimeError("search ran on a process other than rank 0; use rank 0's result")
-    write_config(cfg, out)
+    write_config(cfg, out, lm)
     return result
 
 
@@ -212,7 +212,7 @@ def atlas(
     lm = loaded_model(model, cfg)
     out = run_dir_for(run_dir)
     result = atlas_from_config(cfg, out, stage, lm=lm, dataset=dataset, logger=logger)
-    write_config(cfg, out)
+    write_config(cfg, out, lm)
     return result
 
 

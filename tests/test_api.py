@@ -285,13 +285,14 @@ def test_compare_wraps_the_comparison(tmp_path):
 def test_checkpoint_is_the_models_weights_or_the_checkpoint_group():
     """``checkpoint=PATH`` means the model's weights (as in ``load_model``); a dict sets the
     search's own checkpoint group."""
+    from mti_lightning.core.config_schema import CheckpointSchema
     from mti_lightning.face.api_config import build_config
 
     cfg, _ = build_config(["search=mti"], "resnet18", {"checkpoint": "w.safetensors"})
-    assert cfg["model"]["checkpoint"] == "w.safetensors"
-    assert isinstance(cfg["checkpoint"], dict)
+    assert cfg.model.checkpoint == "w.safetensors"
+    assert isinstance(cfg.checkpoint, CheckpointSchema)
     cfg, _ = build_config(["search=mti"], "resnet18", {"checkpoint": {"every_n_steps": 5}})
-    assert cfg["checkpoint"]["every_n_steps"] == 5 and cfg["model"]["checkpoint"] is None
+    assert cfg.checkpoint.every_n_steps == 5 and cfg.model.checkpoint is None
 
 
 def test_one_resolver_for_every_call_takes_each_calls_own_keys_first():
@@ -301,17 +302,17 @@ def test_one_resolver_for_every_call_takes_each_calls_own_keys_first():
     from mti_lightning.face.api_config import build_config
 
     cfg, _ = build_config(["experiment=train"], "resnet10t", {"lr": 0.01, "epochs": 2}, "train")
-    assert cfg["train"]["lr"] == 0.01 and cfg["train"]["epochs"] == 2
-    assert cfg["search"]["lr"] == 0.05  # the schema's default, untouched
+    assert cfg.train.lr == 0.01 and cfg.train.epochs == 2
+    assert cfg.search.lr == 0.05  # the schema's default, untouched
     cfg, _ = build_config(["search=mti"], "curvenet", {"lr": 0.2, "devices": 2}, "search")
-    assert cfg["search"]["lr"] == 0.2 and cfg["trainer"]["devices"] == 2
+    assert cfg.search.lr == 0.2 and cfg.trainer.devices == 2
     cfg, _ = build_config(
         ["experiment=compare"], None, {"train": False, "steps": 7, "units": "all"}, "compare"
     )
-    assert cfg["compare"]["train"] is False and cfg["compare"]["units"] == "all"
-    assert cfg["search"]["steps"] == 7 and cfg["train"] is None
+    assert cfg.compare.train is False and cfg.compare.units == "all"
+    assert cfg.search.steps == 7 and cfg.train is None
     cfg, _ = build_config(["experiment=atlas"], "curvenet", {"grid": 4, "seed": 5}, "atlas")
-    assert cfg["atlas"]["grid"] == 4 and cfg["atlas"]["seed"] == 5
+    assert cfg.atlas.grid == 4 and cfg.atlas.seed == 5
     with pytest.raises(MTIConfigError, match="train.epochs=0.5; must be an integer"):
         build_config(["experiment=train"], "resnet10t", {"epochs": 0.5}, "train")
     with pytest.raises(MTIConfigError, match="trainer.devices=0; valid"):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.io import load_tensors, save_png
 
 MTI = str(Path(sys.executable).parent / "mti")
@@ -107,11 +108,11 @@ BAD = [
 ]
 
 
-def _compose(overrides: list[str]) -> dict:
+def _compose(overrides: list[str]) -> MTIConfig:
     """The config as the command composes it (bad keys and values fail here, checked once)."""
-    from mti_lightning.face.api_config import compose
+    from mti_lightning.face.api_config import compose_config
 
-    return compose(overrides)
+    return compose_config(overrides)
 
 
 @pytest.mark.parametrize("override,message", BAD, ids=[b[1][:24] for b in BAD])

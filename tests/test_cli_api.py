@@ -16,7 +16,7 @@ import torch
 import mti_lightning as mti
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.io import load_tensors
-from mti_lightning.face.api_config import compose
+from mti_lightning.face.api_config import build_config, compose_config
 from mti_lightning.journeys.atlas.face import atlas_config
 
 MTI = str(Path(sys.executable).parent / "mti")
@@ -108,15 +108,15 @@ def test_bad_values_are_one_line_before_any_work(tmp_path, override, message):
 
 
 def test_atlas_takes_the_search_keys():
-    cfg = compose(["experiment=atlas", "model=resnet18", "target=layer3.0.bn1:1"])
-    cfg["model"]["input_size"] = [3, 32, 32]
+    cfg = compose_config(["experiment=atlas", "model=resnet18", "target=layer3.0.bn1:1"])
+    cfg.model.input_size = [3, 32, 32]
     atlas = atlas_config(cfg)
     assert atlas.model == "resnet18" and atlas.feature == "layer3.0.bn1:1@center"
     assert atlas.input_size == [3, 32, 32] and atlas.layers == ["auto"]
     for key, use in (("model", "model="), ("feature", "target="), ("input_size", "model.")):
         with pytest.raises(MTIConfigError, match=f"atlas.{key} is gone; use {use}"):
-            atlas_config({**cfg, "atlas": {**cfg["atlas"], key: 1}})
-    cfg["target"] = {"layer": "layer3.0.bn1", "channel": [1, 2], "position": "center"}
+            build_config(["experiment=atlas"], "resnet18", {f"atlas.{key}": 1}, "atlas")
+    cfg.target = {"layer": "layer3.0.bn1", "channel": [1, 2], "position": "center"}
     with pytest.raises(MTIConfigError, match="target names 2 features"):
         atlas_config(cfg)
 

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 import wandb_offline
-from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
 from torch import nn
 
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.layer_choice import (
     attribution_layer_for,
@@ -26,6 +25,7 @@ from mti_lightning.core.layer_choice import (
     survey,
 )
 from mti_lightning.core.models import load_model
+from mti_lightning.face.api_config import compose_config
 
 MTI = str(Path(sys.executable).parent / "mti")
 TINY_COMPARE = [
@@ -44,10 +44,8 @@ TINY_COMPARE = [
 ]
 
 
-def _compose(overrides: list[str]) -> dict:
-    with initialize_config_module("mti_lightning.conf", version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)
+def _compose(overrides: list[str]) -> MTIConfig:
+    return compose_config(overrides)
 
 
 @pytest.mark.parametrize(
@@ -160,7 +158,7 @@ def test_compare_measures_the_same_random_init_weights_its_search_loads(tmp_path
     plan = plan_model("test_resnet", cfg, ["test_resnet"])
     torch.manual_seed(123)  # whatever ran before: run_search_job seeds before loading
     sub = _compose(["experiment=mti_depth", "model.name=test_resnet", "search.steps=1"])
-    torch.manual_seed(sub["seed"])
+    torch.manual_seed(sub.seed)
     searched = prepare(sub, tmp_path).lm.model.state_dict()
     for key, value in plan.lm.model.state_dict().items():
         assert torch.equal(value, searched[key]), key

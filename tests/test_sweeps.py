@@ -98,10 +98,11 @@ def test_multirun_over_two_units_one_run_dir_and_wandb_run_each_in_one_group(uni
 
 
 def test_aggregate_of_a_multirun(units_multirun, tmp_path):
+    from mti_lightning.face.api_config import compose_config as typed_config
     from mti_lightning.face.tasks import run_task
 
-    cfg = compose_config(["experiment=aggregate", f"aggregate.runs={units_multirun}"])
-    cfg["logger"]["kind"] = "csv"
+    cfg = typed_config(["experiment=aggregate", f"aggregate.runs={units_multirun}"])
+    cfg.logger.kind = "csv"
     run_task("aggregate", cfg, tmp_path)
     rows = (tmp_path / "aggregate.csv").read_text().splitlines()
     assert rows[0].startswith("run,varied,model,kind,steps_run,feature")

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import torch
 import wandb_offline
-from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
 
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.objectives import Evaluation
+from mti_lightning.face.api_config import compose_config
 from mti_lightning.journeys.search.job import prepare, run_search_job
 
 UNITS = ["bn2:9@center", "bn2:12@center"]
@@ -35,10 +35,8 @@ TINY = [
 ]
 
 
-def config(*overrides: str) -> dict[str, Any]:
-    with initialize_config_module("mti_lightning.conf", version_base="1.3"):
-        cfg = compose("config", overrides=[*TINY, *overrides])
-    return OmegaConf.to_container(cfg, resolve=True)
+def config(*overrides: str) -> MTIConfig:
+    return compose_config([*TINY, *overrides])
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from mti_lightning.core.attribution import attribute
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import FeatureSpec, build_readout
 from mti_lightning.core.models import load_model
+from mti_lightning.face.api_config import compose_config
 from mti_lightning.world.curve_dataset import CurveDataset
 from mti_lightning.world.networks import build_network
 from mti_lightning.world.recipes import RECIPES, recipe_for
@@ -49,10 +49,8 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _compose(overrides: list[str]) -> dict:
-    with initialize_config_module("mti_lightning.conf", version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)
+def _compose(overrides: list[str]) -> MTIConfig:
+    return compose_config(overrides)
 
 
 BAD = [
@@ -205,7 +203,7 @@ def test_every_measured_recipe_is_valid_and_the_comparison_has_one_per_timm_mode
     by default has its own (none falls back to the one-epoch default)."""
     for name in RECIPES:
         assert resolve_recipe(recipe_for(name))["model"] == name
-    models = _compose(["experiment=compare"])["models"]
+    models = _compose(["experiment=compare"]).models
     assert models[0] == "curvenet" and len(models) >= 4
     assert all(name in RECIPES for name in models[1:])
 

@@ -1,6 +1,7 @@
 """The checks of a composed config against the schema (``core/config_schema.py``): every
 value's type, range or choice, one MTIConfigError naming the key, the value and what would be
-valid. Plain data in, so the ``mti`` command, the Python API and the engine share them."""
+valid. The composed plain data or the typed :class:`MTIConfig` in, so the ``mti`` command,
+the Python API and the engine share them."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from mti_lightning.core.config_schema import MISSING, MTIConfig
 from mti_lightning.core.errors import MTIConfigError, closest
 
 
-def _groups(cls: type) -> dict[str, type]:
+def group_types(cls: type) -> dict[str, type]:
     """The fields of ``cls`` that are groups (dataclasses), by name."""
     hints = typing.get_type_hints(cls)
     out = {}
@@ -28,7 +29,7 @@ def _groups(cls: type) -> dict[str, type]:
 def schema_keys(cls: type = MTIConfig, prefix: str = "") -> dict[str, Any]:
     """Every dotted key of the schema and its default (groups expanded)."""
     out: dict[str, Any] = {}
-    groups = _groups(cls)
+    groups = group_types(cls)
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
         if f.name in groups:
@@ -137,7 +138,7 @@ def _get(cfg: Any, key: str) -> Any:
 
 def _check_group(cfg: dict[str, Any], cls: type, prefix: str, strict: bool) -> None:
     hints = typing.get_type_hints(cls)
-    groups = _groups(cls)
+    groups = group_types(cls)
     if strict:
         names = [f.name for f in dataclasses.fields(cls)]
         for name in cfg:
@@ -162,11 +163,20 @@ def unknown_key(key: str, value: Any) -> str:
     return f"{key}={value}: unknown key; closest: {', '.join(near) or 'none'}"
 
 
-def check_config(cfg: dict[str, Any], strict: bool = False) -> None:
-    """Check every value of a composed config (plain data) against the schema: its type, its
-    range or choices; one MTIConfigError naming the first bad key, its value and what would be
-    valid. Keys the config does not hold are skipped; ``strict``: a key the schema does not
-    hold is an error too (the config as composed, before the engine adds its own)."""
+def plain(cfg: Any) -> Any:
+    """A config object as plain data without copying its values: each group a dict (what
+    the checks read; a record is written with ``dataclasses.asdict``)."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    return cfg
+
+
+def check_config(cfg: MTIConfig | dict[str, Any], strict: bool = False) -> None:
+    """Check every value of a config (an :class:`MTIConfig` or, as composed, plain data)
+    against the schema: its type, its range or choices; one MTIConfigError naming the first bad
+    key, its value and what would be valid. Keys the config does not hold are skipped;
+    ``strict``: a key the schema does not hold is an error too (the config as composed)."""
+    cfg = plain(cfg)
     _check_group(cfg, MTIConfig, "", strict)
     _check_lists(cfg)
 

@@ -11,31 +11,26 @@ kind, None, or a Lightning logger object.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from mti_lightning.core.config_checks import check_config
+from mti_lightning.core.config_checks import check_config, group_types
 from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.errors import MTIConfigError, closest
 from mti_lightning.core.models import LoadedModel, load_model
-from mti_lightning.face.config_check import check_composed, composed
+from mti_lightning.face.config_check import check_composed, composed, typed_config
 
 Model = str | nn.Module | LoadedModel
 GROUPS = ("search", "param", "transform", "callbacks", "trainer", "checkpoint", "model")
 GROUP_CHOICES = ("search", "param", "transform", "trainer", "logger")
 LIGHTNING = ("devices", "strategy", "precision", "accelerator", "num_nodes")
 MODEL_KEYS = ("input_size", "mean", "std", "pretrained", "checkpoint")
-# the groups of the other tasks, null in a call that is not theirs: there a bare option of
-# the same name means a key of the call's shared groups (a search's atlas=PATH: callbacks.atlas)
-TASK_GROUPS = tuple(
-    f.name for f in dataclasses.fields(MTIConfig) if "Schema" in str(f.type) and f.default is None
-)
 
 
 def compose(overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -46,6 +41,11 @@ def compose(overrides: Sequence[str] = ()) -> dict[str, Any]:
     cfg = OmegaConf.to_container(composed(overrides), resolve=True)
     check_composed(cfg)
     return cfg
+
+
+def compose_config(overrides: Sequence[str] = ()) -> MTIConfig:
+    """:func:`compose`'s config as the typed object the code below the face takes."""
+    return typed_config(compose(overrides))
 
 
 def _model_group(model: Model | None) -> list[str]:
@@ -94,7 +94,9 @@ def _key_of(cfg: dict[str, Any], name: str, value: Any = None, own: str = "searc
         return f"model.{name}"
     if isinstance(cfg.get(own), dict) and name in cfg[own]:
         return f"{own}.{name}"
-    if name in cfg and (cfg[name] is not None or name not in TASK_GROUPS):
+    # a group another task's experiment sets (null here: ``atlas=PATH`` in a search is
+    # callbacks.atlas) is not this call's key
+    if name in cfg and not (cfg[name] is None and name in group_types(MTIConfig)):
         return name
     if name in LIGHTNING:
         return f"trainer.{name}"
@@ -112,18 +114,28 @@ def _key_of(cfg: dict[str, Any], name: str, value: Any = None, own: str = "searc
     )
 
 
+def _gone(key: str) -> None:
+    """An ``atlas.*`` key that moved to the shared model and target keys names its
+    replacement."""
+    from mti_lightning.journeys.atlas.face import GONE
+
+    group, _, name = key.partition(".")
+    if group == "atlas" and name in GONE:
+        raise MTIConfigError(f"{key} is gone; use {GONE[name]}")
+
+
 def build_config(
     base: Sequence[str],
     model: Model | None,
     options: Mapping[str, Any],
     own: str = "search",
     fixed: Mapping[str, Any] | None = None,
-) -> tuple[dict[str, Any], Any]:
+) -> tuple[MTIConfig, Any]:
     """The one resolver of a call's keyword options: the config composed for ``base``
     overrides and the model, updated by ``options`` (bare names resolved by :func:`_key_of`
     for a call whose own group is ``own``) and then by ``fixed`` (dotted keys the call sets
-    itself: the target, the models, ...), checked once against the schema. Returns it and the
-    logger object when ``options['logger']`` is one (else None)."""
+    itself: the target, the models, ...), checked once against the schema. Returns it (typed)
+    and the logger object when ``options['logger']`` is one (else None)."""
     options = dict(options)
     logger = options.pop("logger", "__config__")
     overrides = [*base, *_model_group(model)]
@@ -141,7 +153,9 @@ def build_config(
     if isinstance(model, str) and model and not _model_group(model):
         cfg["model"]["name"] = model
     for name, value in options.items():
-        _set(cfg, _key_of(cfg, name, value, own), value)
+        key = _key_of(cfg, name, value, own)
+        _gone(key)
+        _set(cfg, key, value)
     for dotted, value in (fixed or {}).items():
         *parents, last = dotted.split(".")
         node = cfg
@@ -149,7 +163,7 @@ def build_config(
             node = node[part]
         node[last] = value
     check_config(cfg)
-    return cfg, logger_object
+    return typed_config(cfg), logger_object
 
 
 def run_dir_for(run_dir: str | Path | None) -> Path:
@@ -158,8 +172,9 @@ def run_dir_for(run_dir: str | Path | None) -> Path:
     return Path("outputs") / "api" / _dt.datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
 
 
-def write_config(cfg: dict[str, Any], run_dir: Path) -> None:
-    """``config.yaml`` as the ``mti`` command writes it (tensors described, not stored)."""
+def write_config(cfg: MTIConfig, run_dir: Path, lm: LoadedModel | None = None) -> None:
+    """``config.yaml`` as the ``mti`` command writes it (tensors described, not stored);
+    ``lm``: the model object the call was given, recorded by its name and source."""
     from omegaconf import OmegaConf
 
     from mti_lightning.core.io import write_text
@@ -173,15 +188,19 @@ def write_config(cfg: dict[str, Any], run_dir: Path) -> None:
             return f"<tensor {tuple(v.shape)}>"
         return v if v is None or isinstance(v, (str, int, float, bool)) else str(v)
 
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(plain(cfg)))
+    record = asdict(cfg)
+    if lm is not None:
+        record["model"]["source"] = lm.source
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(plain(record)))
 
 
-def loaded_model(model: Model, cfg: dict[str, Any]) -> LoadedModel | None:
+def loaded_model(model: Model, cfg: MTIConfig) -> LoadedModel | None:
     """A model object loaded with the config's model options (names load inside the run,
-    after seeding, exactly as the ``mti`` command loads them)."""
+    after seeding, exactly as the ``mti`` command loads them); ``cfg.model.name`` becomes its
+    name."""
     if isinstance(model, str):
         return None
-    m = cfg["model"]
-    lm = load_model(model, input_size=m.get("input_size"), mean=m.get("mean"), std=m.get("std"))
-    cfg["model"] = {**m, "name": lm.name, "source": lm.source}
+    m = cfg.model
+    lm = load_model(model, input_size=m.input_size, mean=m.mean, std=m.std)
+    m.name = lm.name
     return lm

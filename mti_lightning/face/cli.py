@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.io import write_text
-from mti_lightning.face.config_check import check_composed, composition_error
+from mti_lightning.face.config_check import check_composed, composition_error, typed_config
 from mti_lightning.face.console import quiet_console
 from mti_lightning.face.failures import clear_failure, record_failure, report_failures
 from mti_lightning.face.tasks import run_task
@@ -56,7 +57,7 @@ def _main(cfg: DictConfig) -> None:
     _started.append(True)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     _quiet_lightning()
-    task = cfg.get("task", "search")
+    task = cfg.task
     clear_failure(run_dir)
     try:
         missing = sorted(OmegaConf.missing_keys(cfg))
@@ -67,8 +68,9 @@ def _main(cfg: DictConfig) -> None:
         config = _resolve(cfg)
         check_composed(config)
         _default_group(config)
-        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(config))
-        run_task(task, config, run_dir)
+        typed = typed_config(config)
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(asdict(typed)))
+        run_task(task, typed, run_dir)
     except MTIConfigError as err:
         print(f"mti: error: {err}", file=sys.stderr)
         if HydraConfig.get().mode != RunMode.MULTIRUN:

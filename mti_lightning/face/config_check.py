@@ -5,14 +5,35 @@ that cannot be made) becomes one line naming the key, the value and what would b
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
-from mti_lightning.core.config_checks import check_config, explain, unknown_key
+from mti_lightning.core.config_checks import check_config, explain, group_types, unknown_key
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.errors import MTIConfigError
+
+
+def typed_config(data: dict[str, Any], cls: type = MTIConfig) -> Any:
+    """The composed config (plain data, checked) as the schema's objects: what the code
+    below the face receives. Values are kept as they are (the API's tensors and datasets too);
+    a group left null stays None."""
+    groups = group_types(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if f.name in groups and isinstance(value, dict):
+            value = typed_config(value, groups[f.name])
+        values[f.name] = value
+    stray = sorted(set(data) - set(values))
+    if stray:
+        raise MTIConfigError(unknown_key(stray[0], data[stray[0]]))
+    return cls(**values)
 
 
 def check_composed(cfg: dict[str, Any]) -> None:

@@ -7,41 +7,42 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.errors import MTIConfigError
 
 
-def search_extras(cfg: dict[str, Any]) -> dict[str, Any]:
+def search_extras(cfg: MTIConfig) -> dict[str, Any]:
     """The callbacks the face adds to a search: the atlas placement ``callbacks.atlas`` asks
     for (the search journey does not import the atlas journey)."""
-    if not cfg["callbacks"]["atlas"]:
+    if not cfg.callbacks.atlas:
         return {}
     from mti_lightning.journeys.atlas.callback import atlas_callback
 
     return {"atlas": atlas_callback}
 
 
-def _search(cfg: dict[str, Any], run_dir: Path) -> None:
+def _search(cfg: MTIConfig, run_dir: Path) -> None:
     from mti_lightning.journeys.search.job import run_search
 
     run_search(cfg, run_dir, extra=search_extras(cfg))
 
 
-def _curves(cfg: dict[str, Any], run_dir: Path) -> None:
+def _curves(cfg: MTIConfig, run_dir: Path) -> None:
     from mti_lightning.world.curve_dataset import write_image_folder
     from mti_lightning.world.curves import CurveConfig
 
-    c = cfg["curves"]
-    out = Path(c.get("out") or run_dir / "curves")
-    write_image_folder(out, c["n"], c["seed"], CurveConfig(), c["two_arc_fraction"])
-    print(f"mti: wrote {c['n']} curve images to {out} (ImageFolder layout, labels.csv)")
+    c = cfg.curves
+    out = Path(c.out or run_dir / "curves")
+    write_image_folder(out, c.n, c.seed, CurveConfig(), c.two_arc_fraction)
+    print(f"mti: wrote {c.n} curve images to {out} (ImageFolder layout, labels.csv)")
 
 
-def _train(cfg: dict[str, Any], run_dir: Path) -> None:
+def _train(cfg: MTIConfig, run_dir: Path) -> None:
     from mti_lightning.world.train_job import run_training
 
     record = run_training(cfg, run_dir)
     if record is not None:
-        r, name, out = record["result"], cfg["model"]["name"], record["weights"]
+        r, name, out = record["result"], cfg.model.name, record["weights"]
         print(
             f"mti: {name} weights {out} (record {Path(out).with_suffix('.yaml')}); held-out "
             f"accuracy {r['held_out_accuracy']:.4f} after {r['steps']} steps, "
@@ -49,55 +50,48 @@ def _train(cfg: dict[str, Any], run_dir: Path) -> None:
         )
 
 
-def _toys(cfg: dict[str, Any], run_dir: Path) -> None:
+def _toys(cfg: MTIConfig, run_dir: Path) -> None:
     from mti_lightning.world.toy_analysis import run_toy, summary_text
     from mti_lightning.world.train_toys import ToyConfig
 
-    t = cfg["toys"]
-    kinds = ("abs", "xor") if t["kind"] == "all" else (t["kind"],)
+    t = cfg.toys
+    kinds = ("abs", "xor") if t.kind == "all" else (t.kind,)
     for kind in kinds:
-        toy = ToyConfig(
-            kind=kind,
-            n=t["n"],
-            m=t["m"],
-            sparsity=t.get("sparsity"),
-            steps=t["steps"],
-            seeds=t["seeds"],
-        )
-        analysis = run_toy(run_dir, toy, restarts=t["restarts"], mti_steps=t["mti_steps"])
+        toy = ToyConfig(kind=kind, n=t.n, m=t.m, sparsity=t.sparsity, steps=t.steps, seeds=t.seeds)
+        analysis = run_toy(run_dir, toy, restarts=t.restarts, mti_steps=t.mti_steps)
         print(f"toy {kind}: {run_dir / f'toy_{kind}_tension'}.csv/.txt/.png")
         print(summary_text(analysis.rows))
 
 
-def _curvenet_report(cfg: dict[str, Any], run_dir: Path) -> None:
+def _curvenet_report(cfg: MTIConfig, run_dir: Path) -> None:
     from mti_lightning.shells.engine import EngineOptions
     from mti_lightning.world.curvenet_report import run_report
 
-    r = cfg["report"]
+    r = cfg.report
     options = EngineOptions.from_config(cfg)
-    print(run_report(run_dir, r["layer"], r["units"], r["steps"], r["n_images"], options))
+    print(run_report(run_dir, r.layer, r.units, r.steps, r.n_images, options))
 
 
-def _compare(cfg: dict[str, Any], run_dir: Path) -> None:
+def _compare(cfg: MTIConfig, run_dir: Path) -> None:
     from mti_lightning.journeys.compare.run import run_compare
     from mti_lightning.journeys.search.job import run_search_job
 
     run_compare(cfg, run_dir, run_search_job)
 
 
-def _aggregate(cfg: dict[str, Any], run_dir: Path) -> None:
+def _aggregate(cfg: MTIConfig, run_dir: Path) -> None:
     from mti_lightning.journeys.compare.aggregate import run_aggregate
 
     run_aggregate(cfg, run_dir)
 
 
-def _atlas(cfg: dict[str, Any], run_dir: Path) -> None:
+def _atlas(cfg: MTIConfig, run_dir: Path) -> None:
     from mti_lightning.journeys.atlas.face import atlas_from_config
 
     atlas_from_config(cfg, run_dir)
 
 
-TASKS: dict[str, Callable[[dict[str, Any], Path], None]] = {
+TASKS: dict[str, Callable[[MTIConfig, Path], None]] = {
     "search": _search,
     "curves": _curves,
     "train": _train,
@@ -115,7 +109,7 @@ GONE_TASKS = {
 }
 
 
-def run_task(name: str, cfg: dict[str, Any], run_dir: Path) -> None:
+def run_task(name: str, cfg: MTIConfig, run_dir: Path) -> None:
     """Run task ``name``; an unknown or removed name is a clear error."""
     if name in GONE_TASKS:
         raise MTIConfigError(f"experiment={name} is gone; use {GONE_TASKS[name]}")

@@ -9,13 +9,14 @@ fast step network, checkpoints and logging apply to each of them the same way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.shells.draws import DrawDataModule
 from mti_lightning.shells.search import MTISearch
 from mti_lightning.shells.trainer import make_trainer
@@ -37,19 +38,19 @@ class EngineOptions:
     checkpoint_every: int = 0
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> EngineOptions:
-        """The options a composed config (``trainer`` and ``checkpoint`` groups) gives."""
-        t = cfg["trainer"]
+    def from_config(cls, cfg: MTIConfig) -> EngineOptions:
+        """The options a config's ``trainer`` and ``checkpoint`` groups give."""
+        t = cfg.trainer
         return cls(
-            accelerator=t["accelerator"],
-            devices=t["devices"],
-            num_nodes=t["num_nodes"],
-            strategy=t["strategy"],
-            precision=str(t["precision"]),
-            log_every_n_steps=t["log_every_n_steps"],
-            progress_bar=t["progress_bar"],
-            requeue_signal=t["requeue_signal"],
-            checkpoint_every=cfg["checkpoint"]["every_n_steps"],
+            accelerator=t.accelerator,
+            devices=t.devices,
+            num_nodes=t.num_nodes,
+            strategy=t.strategy,
+            precision=str(t.precision),
+            log_every_n_steps=t.log_every_n_steps,
+            progress_bar=t.progress_bar,
+            requeue_signal=t.requeue_signal,
+            checkpoint_every=cfg.checkpoint.every_n_steps,
         )
 
 

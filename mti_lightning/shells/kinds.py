@@ -4,12 +4,13 @@ optimisation, whether it needs an attribution layer and whether +/- inversions f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from mti_lightning.core.config_schema import SearchSchema
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import FeatureSpec, Readout
 from mti_lightning.core.inversion import inversion_objective
@@ -17,7 +18,7 @@ from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.objectives import Activation, L2ToSeed, Objective, Tension
 
 # (search config, model, readout of the features, seed images or None) -> objective
-ObjectiveFactory = Callable[[Mapping[str, Any], LoadedModel, Readout, Any], Objective]
+ObjectiveFactory = Callable[[SearchSchema, LoadedModel, Readout, Any], Objective]
 
 
 @dataclass(frozen=True)
@@ -52,22 +53,22 @@ class SearchKind:
         return [f"{sp} ({part})" for part in self.parts for sp in specs]
 
 
-def _tension(s: Mapping[str, Any], lm: LoadedModel, readout: Readout, seeds: Any) -> Objective:
-    return Tension(s["attribution_layer"], s["mode"], s["temperature"], s["hold"], s["hold_weight"])
+def _tension(s: SearchSchema, lm: LoadedModel, readout: Readout, seeds: Any) -> Objective:
+    return Tension(s.attribution_layer, s.mode, s.temperature, s.hold, s.hold_weight)
 
 
 def _visualize(sign: float) -> ObjectiveFactory:
     return lambda s, lm, readout, seeds: Activation(sign)
 
 
-def _accentuate(s: Mapping[str, Any], lm: LoadedModel, readout: Readout, seeds: Any) -> Objective:
-    return Activation(float(s["sign"])) + s["l2_weight"] * L2ToSeed(seeds)
+def _accentuate(s: SearchSchema, lm: LoadedModel, readout: Readout, seeds: Any) -> Objective:
+    return Activation(float(s.sign)) + s.l2_weight * L2ToSeed(seeds)
 
 
 def _invert(
-    s: Mapping[str, Any], lm: LoadedModel, readout: Readout, seeds: torch.Tensor
+    s: SearchSchema, lm: LoadedModel, readout: Readout, seeds: torch.Tensor
 ) -> Objective:
-    return inversion_objective(lm, seeds, readout, s["attribution_layer"], s["power"])
+    return inversion_objective(lm, seeds, readout, s.attribution_layer, s.power)
 
 
 KINDS: dict[str, SearchKind] = {

@@ -13,13 +13,14 @@ import netrc
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.errors import MTIConfigError
 
 LOGGERS = ("wandb", "csv", "none")
@@ -166,16 +167,16 @@ def make_logger(
     return logger
 
 
-def logger_from_config(cfg: dict[str, Any], run_dir: Path) -> WandbLogger | CSVLogger | bool:
-    """The logger that ``cfg['logger']`` describes, named after the run directory unless a
-    name is set, with the whole config as its hyperparameters."""
-    lg = cfg["logger"]
+def logger_from_config(cfg: MTIConfig, run_dir: Path) -> WandbLogger | CSVLogger | bool:
+    """The logger that ``cfg.logger`` describes, named after the run directory unless a name
+    is set, with the whole config as its hyperparameters."""
+    lg = cfg.logger
     return make_logger(
-        lg["kind"],
+        lg.kind,
         run_dir,
-        name=lg.get("name") or run_dir.name,
-        project=lg["project"],
-        group=lg.get("group"),
-        mode=lg["mode"],
-        config=cfg,
+        name=lg.name or run_dir.name,
+        project=lg.project,
+        group=lg.group,
+        mode=lg.mode,
+        config=asdict(cfg),
     )

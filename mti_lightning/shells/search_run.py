@@ -13,7 +13,7 @@ image files) runs before the first optimisation step.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from mti_lightning.core.attribution import attribute
 from mti_lightning.core.config_checks import check_config
+from mti_lightning.core.config_schema import MTIConfig, SearchSchema
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import FeatureSpec, Readout, build_readout
 from mti_lightning.core.io import load_image
@@ -47,7 +48,7 @@ from mti_lightning.shells.trainer import check_trainer_options
 # (config, run dir, model, features, attribution layer, image names) -> a callback the caller
 # adds to the search (e.g. the atlas placement ``callbacks.atlas`` asks for)
 CallbackFactory = Callable[
-    [Mapping[str, Any], Path, LoadedModel, Sequence[FeatureSpec], "str | None", Sequence[str]],
+    [MTIConfig, Path, LoadedModel, Sequence[FeatureSpec], "str | None", Sequence[str]],
     L.Callback,
 ]
 
@@ -103,35 +104,26 @@ def seed_images(images: Any, size: tuple[int, int]) -> torch.Tensor:
     return torch.stack([load_image(p, size) for p in paths])
 
 
-def load_from_config(cfg: Mapping[str, Any]) -> LoadedModel:
-    """The model that ``cfg['model']`` names (built-in, torchvision:NAME or timm), loaded with
+def load_from_config(cfg: MTIConfig) -> LoadedModel:
+    """The model that ``cfg.model`` names (built-in, torchvision:NAME or timm), loaded with
     the run's seed (the same random-init weights as the atlas and comparison load)."""
-    m = cfg["model"]
+    m = cfg.model
     return load_seeded(
-        m["name"],
-        cfg["seed"],
-        m["pretrained"],
-        m["checkpoint"],
-        input_size=m.get("input_size"),
-        mean=m.get("mean"),
-        std=m.get("std"),
+        m.name, cfg.seed, m.pretrained, m.checkpoint, input_size=m.input_size, mean=m.mean, std=m.std
     )
 
 
-def check_options(cfg: Mapping[str, Any]) -> SearchKind:
+def check_options(cfg: MTIConfig) -> SearchKind:
     """The search's kind, after checking its numbers and trainer options."""
-    kind = search_kind(cfg["search"]["kind"])
-    check_config(dict(cfg))
-    t = cfg["trainer"]
-    check_trainer_options(t["accelerator"], str(t["precision"]), t["devices"])
-    for key in ("compile", "fast_net"):
-        if not isinstance(t[key], bool):
-            raise MTIConfigError(f"trainer.{key}={t[key]!r}; must be true or false")
+    kind = search_kind(cfg.search.kind)
+    check_config(cfg)
+    t = cfg.trainer
+    check_trainer_options(t.accelerator, str(t.precision), t.devices)
     return kind
 
 
-def images_per_target(s: Mapping[str, Any], kind: SearchKind) -> int:
-    per = int(s["images_per_target"])
+def images_per_target(s: SearchSchema, kind: SearchKind) -> int:
+    per = int(s.images_per_target)
     if per < 1 or (kind.per_image and per != 1):
         raise MTIConfigError(
             f"search.images_per_target={per}; need >= 1 (exactly 1 for kind={kind.name})"
@@ -141,7 +133,7 @@ def images_per_target(s: Mapping[str, Any], kind: SearchKind) -> int:
 
 def pair_images(
     kind: SearchKind,
-    s: Mapping[str, Any],
+    s: SearchSchema,
     specs: list[FeatureSpec],
     per: int,
     size: tuple[int, int],
@@ -150,8 +142,8 @@ def pair_images(
     ``search.image``): a ``per_image`` kind makes every target for every image; other kinds
     take one image for all or one per image."""
     seeds = None
-    if kind.needs_image or s["image"]:
-        seeds = seed_images(s["image"], size)
+    if kind.needs_image or s.image:
+        seeds = seed_images(s.image, size)
         if kind.per_image:
             specs = [sp for sp in specs for _ in range(len(seeds))]
             seeds = seeds.repeat(len(specs) // len(seeds), 1, 1, 1)
@@ -166,10 +158,10 @@ def pair_images(
 
 
 def attribution_layer(
-    s: Mapping[str, Any], kind: SearchKind, lm: LoadedModel, readout: Readout
+    s: SearchSchema, kind: SearchKind, lm: LoadedModel, readout: Readout
 ) -> str | None:
     """``search.attribution_layer`` resolved (``auto``) and checked upstream of the features."""
-    layer = s["attribution_layer"]
+    layer = s.attribution_layer
     if layer == "auto":
         layer = attribution_layer_auto(lm, readout)
     if not layer and kind.needs_layer:
@@ -186,9 +178,9 @@ def attribution_layer(
 
 
 def build_search(
-    cfg: Mapping[str, Any],
+    cfg: MTIConfig,
     kind: SearchKind,
-    s: Mapping[str, Any],
+    s: SearchSchema,
     lm: LoadedModel,
     readout: Readout,
     seeds: torch.Tensor | None,
@@ -198,14 +190,9 @@ def build_search(
     image pair of an inversion), with search settings ``s`` (its attribution layer resolved)
     and the config's parameterisation, transforms and trainer flags."""
     specs = list(readout.specs)
-    p, t = cfg["param"], cfg["trainer"]
-    param = make_parameterization(
-        p["kind"],
-        kind.n_images(len(specs)),
-        size,
-        seed=cfg["seed"],
-        **{k: v for k, v in p.items() if k in ("decay", "scale") and v is not None},
-    )
+    p, t = cfg.param, cfg.trainer
+    shape = {k: v for k, v in (("decay", p.decay), ("scale", p.scale)) if v is not None}
+    param = make_parameterization(p.kind, kind.n_images(len(specs)), size, seed=cfg.seed, **shape)
     if kind.starts_from_image and seeds is not None:
         param.seed_from(seeds.contiguous())
     measure = readout if kind.reads_feature else Readout(specs * len(kind.parts), readout.shapes)
@@ -214,53 +201,51 @@ def build_search(
         param,
         kind.objective(s, lm, readout, seeds),
         readout if kind.reads_feature else None,
-        TransformConfig(**cfg["transform"]),
-        optimizer=s["optimizer"],
-        lr=s["lr"],
-        metric_layer=s["attribution_layer"] or None,
-        redirect_relu_steps=s["redirect_relu_steps"],
-        compile=t["compile"],
-        fast_net=t["fast_net"],
+        TransformConfig(**asdict(cfg.transform)),
+        optimizer=s.optimizer,
+        lr=s.lr,
+        metric_layer=s.attribution_layer or None,
+        redirect_relu_steps=s.redirect_relu_steps,
+        compile=t.compile,
+        fast_net=t.fast_net,
         measure_readout=measure,
     )
-    search.name_units(kind.feature_names(specs), cfg["logger"]["max_unit_curves"])
+    search.name_units(kind.feature_names(specs), cfg.logger.max_unit_curves)
     return search
 
 
-def search_callbacks(cfg: Mapping[str, Any], run_dir: Path) -> dict[str, L.Callback]:
+def search_callbacks(cfg: MTIConfig, run_dir: Path) -> dict[str, L.Callback]:
     """The callbacks the ``callbacks`` config group asks for."""
-    c = cfg["callbacks"]
+    c = cfg.callbacks
     cbs: dict[str, L.Callback] = {
-        "guard": NonFiniteGuard(c["check_every"]),
-        "snapshots": ImageSnapshots(
-            run_dir / "snapshots", c["snapshot_steps"], c["snapshot_every"]
-        ),
+        "guard": NonFiniteGuard(c.check_every),
+        "snapshots": ImageSnapshots(run_dir / "snapshots", c.snapshot_steps, c.snapshot_every),
     }
-    if c["transparency"]:
+    if c.transparency:
         cbs["transparency"] = TransparencyMaps()
-    if c["stop_activation"] is not None:
-        cbs["stop"] = StopAtTarget(c["stop_activation"], c["check_every"])
+    if c.stop_activation is not None:
+        cbs["stop"] = StopAtTarget(c.stop_activation, c.check_every)
     return cbs
 
 
 def prepare(
-    cfg: Mapping[str, Any],
+    cfg: MTIConfig,
     run_dir: Path,
     lm: LoadedModel | None = None,
     extra: Mapping[str, CallbackFactory] | None = None,
 ) -> Prepared:
     """Validate the config and build the search (fast; no optimisation yet). ``lm``: an
-    already loaded model (the Python API's ``nn.Module``s), else ``cfg['model']`` is loaded;
+    already loaded model (the Python API's ``nn.Module``s), else ``cfg.model`` is loaded;
     ``extra``: callbacks the caller adds, by name, built once the features are known."""
     kind = check_options(cfg)
-    s = cfg["search"]
+    s = cfg.search
     lm = lm if lm is not None else load_from_config(cfg)
-    specs = parse_targets(resolve_target(cfg["target"], lm.model, lm.input_size, lm.name))
-    size = tuple(cfg["param"]["canvas"] or lm.input_size[1:])
+    specs = parse_targets(resolve_target(cfg.target, lm.model, lm.input_size, lm.name))
+    size = tuple(cfg.param.canvas or lm.input_size[1:])
     specs, seeds = pair_images(kind, s, specs, images_per_target(s, kind), size)
     readout = build_readout(lm.model, lm.input_size, specs)
     layer = attribution_layer(s, kind, lm, readout)
-    search = build_search(cfg, kind, {**s, "attribution_layer": layer}, lm, readout, seeds, size)
+    search = build_search(cfg, kind, replace(s, attribution_layer=layer), lm, readout, seeds, size)
     features = kind.feature_names(specs)
     callbacks = search_callbacks(cfg, Path(run_dir))
     for name, factory in (extra or {}).items():
@@ -268,20 +253,23 @@ def prepare(
     return Prepared(kind, lm, specs, search.measure_readout, search, features, callbacks)
 
 
-def inversion_settings(cfg: Mapping[str, Any], layer: str) -> dict[str, Any]:
+def inversion_settings(cfg: MTIConfig, layer: str) -> SearchSchema:
     """The search settings of the inversion stage: ``search.kind=invert`` at the search's
     attribution layer with ``search.inversions``' steps, lr, draws and power."""
-    s, inv = cfg["search"], cfg["search"]["inversions"]
-    return {
-        **s,
-        "kind": "invert",
-        "attribution_layer": layer,
-        **{k: inv[k] for k in ("steps", "lr", "draws", "power")},
-    }
+    inv = cfg.search.inversions
+    return replace(
+        cfg.search,
+        kind="invert",
+        attribution_layer=layer,
+        steps=inv.steps,
+        lr=inv.lr,
+        draws=inv.draws,
+        power=inv.power,
+    )
 
 
 def invert_images(
-    cfg: Mapping[str, Any],
+    cfg: MTIConfig,
     run_dir: Path,
     prepared: Prepared,
     images: torch.Tensor,
@@ -295,12 +283,10 @@ def invert_images(
     seeds = images.detach().float().cpu()
     size = tuple(seeds.shape[2:])
     search = build_search(cfg, kind, s, prepared.lm, prepared.readout, seeds, size)
-    guard = NonFiniteGuard(cfg["callbacks"]["check_every"])
+    guard = NonFiniteGuard(cfg.callbacks.check_every)
     stage_dir = Path(run_dir) / "stages" / "inversions"
-    resume = cfg["checkpoint"]["resume"]
-    optimise(
-        search, s["steps"], s["draws"], cfg["seed"], stage_dir, options, False, [guard], resume
-    )
+    resume = cfg.checkpoint.resume
+    optimise(search, s.steps, s.draws, cfg.seed, stage_dir, options, False, [guard], resume)
     k = len(images)
     out = search().detach()
     # a stage resumed from its finished checkpoint runs no step, so measures nothing itself
@@ -322,36 +308,36 @@ def _ddp_agreement(trainer: L.Trainer, images: torch.Tensor) -> float | None:
 
 
 def run_stages(
-    cfg: Mapping[str, Any],
+    cfg: MTIConfig,
     run_dir: Path,
     lm: LoadedModel | None = None,
     logger: Any = None,
     extra: Mapping[str, CallbackFactory] | None = None,
 ) -> SearchRun:
     """Prepare the search of ``cfg`` and run its stages into ``run_dir`` (on every process of
-    a DDP run). ``logger``: a Lightning logger to use instead of the one ``cfg['logger']``
+    a DDP run). ``logger``: a Lightning logger to use instead of the one ``cfg.logger``
     describes; ``extra``: see :func:`prepare`."""
     run_dir = Path(run_dir)
-    L.seed_everything(cfg["seed"], workers=True, verbose=False)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     prepared = prepare(cfg, run_dir, lm, extra)
-    s, search = cfg["search"], prepared.search
+    s, search = cfg.search, prepared.search
     logger = logger_from_config(cfg, run_dir) if logger is None else logger
     options = EngineOptions.from_config(cfg)
     callbacks = list(prepared.callbacks.values())
     trainer, resumed = optimise(
         search,
-        s["steps"],
-        s["draws"],
-        cfg["seed"],
+        s.steps,
+        s.draws,
+        cfg.seed,
         run_dir,
         options,
         logger,
         callbacks,
-        cfg["checkpoint"]["resume"],
+        cfg.checkpoint.resume,
     )
     images = search().detach()
     inversions = None
-    if prepared.kind.inversions and s["inversions"]["enabled"] and search.metric_layer:
+    if prepared.kind.inversions and s.inversions.enabled and search.metric_layer:
         inversions = invert_images(cfg, run_dir, prepared, images, options)
     for cb in callbacks:
         if isinstance(cb, SearchEndCallback):

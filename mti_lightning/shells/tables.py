@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.io import atomic_write
 from mti_lightning.shells.loggers import logger_from_config
 from mti_lightning.shells.wandb_record import guarded, log_table, track_outputs
@@ -52,7 +54,7 @@ def text_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def log_to_wandb(
-    cfg: dict[str, Any],
+    cfg: MTIConfig,
     run_dir: Path,
     key: str,
     rows: Sequence[dict[str, Any]],
@@ -66,7 +68,7 @@ def log_to_wandb(
     ``outputs`` (relative to ``run_dir``) as a versioned artifact of type ``key``, when
     ``logger=wandb`` (offline without a server); nothing for the CSV logger or none. Call it
     once the run directory holds the results: a tracker failure costs a warning, not a run."""
-    if cfg["logger"]["kind"] != "wandb":
+    if cfg.logger.kind != "wandb":
         return
     logger = logger_from_config(cfg, run_dir)
     log_table(logger, key, rows, images or {})
@@ -75,4 +77,4 @@ def log_to_wandb(
     for path in figures:  # one key each: W&B shows images of one key at one size
         name, files = f"{key}_{path.stem}", [str(path)]
         guarded(logger, name, lambda wb, k=name, f=files: wb.log_image(key=k, images=f), False)
-    track_outputs(logger, run_dir, key, outputs, cfg)
+    track_outputs(logger, run_dir, key, outputs, asdict(cfg))

@@ -222,7 +222,8 @@ def track_outputs(
     metadata: Mapping[str, Any] | None = None,
 ) -> None:
     """Log a run's outputs ``paths`` as a new version of the artifact ``KIND-RUN`` (see
-    :func:`run_label`) and finish the W&B run (see :func:`finish_run`); nothing for other
+    :func:`run_label`), with the run's ``config`` record (``dataclasses.asdict`` of the
+    typed config), and finish the W&B run (see :func:`finish_run`); nothing for other
     loggers. Call it once the run directory holds everything the run found."""
     if as_wandb(logger) is None:
         return

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 import torch
 from conftest import placed_search_args, run_mti
 
+from mti_lightning.core.config_schema import ModelSchema
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import parse_feature
 from mti_lightning.core.io import load_tensors
@@ -72,11 +74,11 @@ def test_data_images_land_near_their_own_atlas_position(curve_atlas: Path) -> No
 
 def test_a_search_that_does_not_match_the_atlas_is_an_error(curve_atlas: Path) -> None:
     atlas = load_atlas(curve_atlas)
-    right = {"name": "curvenet", "pretrained": False, "checkpoint": None}
+    right = ModelSchema(name="curvenet")
     feature = [parse_feature("bn2:19@center")]
     check_search(atlas, right, feature, "pool1")
     with pytest.raises(MTIConfigError, match=r"model curvenet .*model.name=resnet18"):
-        check_search(atlas, {**right, "name": "resnet18"}, feature, "pool1")
+        check_search(atlas, replace(right, name="resnet18"), feature, "pool1")
     with pytest.raises(MTIConfigError, match=r"feature bn2:19@center.* target is bn2:9@center"):
         check_search(atlas, right, [parse_feature("bn2:9@center")], "pool1")
     with pytest.raises(MTIConfigError, match=r"layer pool1.*attribution_layer=act1"):

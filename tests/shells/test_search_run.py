@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
 
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.io import load_tensors
+from mti_lightning.face.api_config import compose_config
 from mti_lightning.shells.search_run import run_stages
 
 MTI = str(Path(sys.executable).parent / "mti")
@@ -39,10 +39,8 @@ TINY = [
 ]
 
 
-def _compose(overrides: list[str]) -> dict:
-    with initialize_config_module("mti_lightning.conf", version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)
+def _compose(overrides: list[str]) -> MTIConfig:
+    return compose_config(overrides)
 
 
 @pytest.mark.parametrize("fast_net", [True, False])
@@ -71,7 +69,7 @@ def test_search_inversions_equal_an_invert_search_of_its_images(tmp_path, fast_n
             "search.attribution_layer=layer1.1.act2",
         ]
     )
-    invert["search"]["image"] = searched.images
+    invert.search.image = searched.images
     inverted = run_stages(invert, tmp_path / "invert", lm=searched.prepared.lm, logger=False)
     images, end = inverted.images, inverted.prepared.search.measured["end"]
     assert inverted.prepared.features == [

@@ -28,6 +28,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
+from mti_lightning.core.config_schema import ModelSchema, MTIConfig
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import FeatureSpec, build_readout
 from mti_lightning.core.io import atomic_write, save_png, write_json
@@ -52,7 +53,7 @@ COLUMNS = (
 
 def check_search(
     atlas: AtlasMap,
-    model: dict[str, Any],
+    model: ModelSchema,
     specs: Sequence[FeatureSpec],
     layer: str | None,
     key: str = "callbacks.atlas",
@@ -61,11 +62,7 @@ def check_search(
     a = atlas.cfg
     where = f"{key}={atlas.run_dir}"
     ours = (a.model, a.pretrained, a.checkpoint or None)
-    theirs = (
-        model.get("name"),
-        bool(model.get("pretrained", False)),
-        model.get("checkpoint") or None,
-    )
+    theirs = (model.name, model.pretrained, model.checkpoint or None)
     if ours != theirs:
         raise MTIConfigError(
             f"{where} is an atlas of model {a.model} (pretrained={a.pretrained}, "
@@ -265,7 +262,7 @@ class AtlasEmbedding(SearchEndCallback):
 
 
 def atlas_callback(
-    cfg: dict[str, Any],
+    cfg: MTIConfig,
     run_dir: Path,
     lm: Any,
     specs: Sequence[FeatureSpec],
@@ -274,13 +271,13 @@ def atlas_callback(
 ) -> AtlasEmbedding:
     """The callback ``callbacks.atlas=PATH`` asks for, checked against the search's model,
     target and attribution layer (before the search starts); its files go to ``<run>/atlas``."""
-    c = cfg["callbacks"]
-    atlas = load_atlas(c["atlas"])
-    check_search(atlas, cfg["model"], specs, layer)
+    c = cfg.callbacks
+    atlas = load_atlas(c.atlas)
+    check_search(atlas, cfg.model, specs, layer)
     side = atlas.cfg.input_size
     if side and tuple(lm.input_size[1:]) != (side, side):
         raise MTIConfigError(
             f"callbacks.atlas={atlas.run_dir} was made at input size {side}x{side}, the "
             f"search's model.input_size={list(lm.input_size)}; use model.input_size=[3,{side},{side}]"
         )
-    return AtlasEmbedding(atlas, c.get("atlas_every", 10), Path(run_dir) / "atlas", features)
+    return AtlasEmbedding(atlas, c.atlas_every, Path(run_dir) / "atlas", features)

@@ -5,9 +5,11 @@ replacement."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.journeys.atlas.config import AtlasConfig
@@ -35,19 +37,12 @@ GONE = {
 }
 
 
-def check_gone_keys(atlas: dict[str, Any]) -> None:
-    """An ``atlas.*`` key that moved to the shared model/target keys is an error naming it."""
-    for key, use in GONE.items():
-        if key in atlas:
-            raise MTIConfigError(f"atlas.{key} is gone; use {use}")
-
-
-def _feature(cfg: dict[str, Any], lm: LoadedModel) -> str:
+def _feature(cfg: MTIConfig, lm: LoadedModel) -> str:
     """The one feature ``target`` names, as a spec string."""
     from mti_lightning.core.layer_choice import resolve_target
     from mti_lightning.core.targets import parse_targets
 
-    specs = parse_targets(resolve_target(cfg["target"], lm.model, lm.input_size, lm.name))
+    specs = parse_targets(resolve_target(cfg.target, lm.model, lm.input_size, lm.name))
     if len(specs) != 1:
         raise MTIConfigError(
             f"target names {len(specs)} features ({', '.join(map(str, specs[:4]))}); the atlas "
@@ -56,18 +51,20 @@ def _feature(cfg: dict[str, Any], lm: LoadedModel) -> str:
     return str(specs[0])
 
 
-def atlas_config(cfg: dict[str, Any], lm: LoadedModel | None = None) -> AtlasConfig:
-    """The atlas's flat config from the composed config (``lm``: an already loaded model)."""
+def atlas_config(cfg: MTIConfig, lm: LoadedModel | None = None) -> AtlasConfig:
+    """The atlas's flat config from the config's ``atlas``, ``model`` and ``target`` (``lm``:
+    an already loaded model)."""
     from mti_lightning.journeys.atlas.dataset_pass import load_atlas_model
 
-    atlas = dict(cfg["atlas"])
-    check_gone_keys(atlas)
-    m = cfg["model"]
+    if cfg.atlas is None:
+        raise MTIConfigError("no atlas group in the config; compose it with experiment=atlas")
+    atlas = asdict(cfg.atlas)
+    m = cfg.model
     model = {
-        "model": lm.source if lm is not None else m["name"],
-        "pretrained": bool(m.get("pretrained")) if lm is None else False,
-        "checkpoint": (m.get("checkpoint") or "") if lm is None else "",
-        "input_size": list(m["input_size"]) if m.get("input_size") else 0,
+        "model": lm.source if lm is not None else m.name,
+        "pretrained": m.pretrained if lm is None else False,
+        "checkpoint": (m.checkpoint or "") if lm is None else "",
+        "input_size": list(m.input_size) if m.input_size else 0,
     }
     draft = AtlasConfig.from_dict({**atlas, **model})
     loaded = lm if lm is not None else load_atlas_model(draft)
@@ -78,7 +75,7 @@ def atlas_config(cfg: dict[str, Any], lm: LoadedModel | None = None) -> AtlasCon
 
 
 def atlas_from_config(
-    cfg: dict[str, Any],
+    cfg: MTIConfig,
     run_dir: Path,
     stage: str | None = None,
     lm: LoadedModel | None = None,
@@ -93,8 +90,8 @@ def atlas_from_config(
     atlas = atlas_config(cfg, lm)
     if logger is None:
         logger = logger_from_config(cfg, run_dir)
-    results = run_atlas(atlas, run_dir, stage or cfg.get("stage"), logger or None, lm, dataset)
-    track_outputs(logger, run_dir, "atlas", ATLAS_OUTPUTS, cfg)
+    results = run_atlas(atlas, run_dir, stage or cfg.stage, logger or None, lm, dataset)
+    track_outputs(logger, run_dir, "atlas", ATLAS_OUTPUTS, asdict(cfg))
     for name, record in results.items():
         state = "skipped (up to date)" if record.get("skipped") else "done"
         print(f"atlas stage {name:<13} {state}")

@@ -21,6 +21,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.io import atomic_write, write_text
 from mti_lightning.shells.tables import log_to_wandb, text_table, write_csv
@@ -152,19 +153,21 @@ def aggregate_figure(path: Path, rows: list[dict[str, Any]], top: int, title: st
     return path
 
 
-def run_aggregate(cfg: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
-    """Gather ``cfg['aggregate']['runs']`` into ``run_dir``; return the rows."""
-    a = cfg["aggregate"]
+def run_aggregate(cfg: MTIConfig, run_dir: Path) -> list[dict[str, Any]]:
+    """Gather ``cfg.aggregate.runs`` into ``run_dir``; return the rows."""
+    a = cfg.aggregate
+    if a is None:
+        raise MTIConfigError("no aggregate group; compose the config with experiment=aggregate")
     run_dir = Path(run_dir)
-    paths = find_metrics(str(a["runs"]), exclude=run_dir)
+    paths = find_metrics(str(a.runs), exclude=run_dir)
     rows, per_run = gather(paths)
     write_csv(run_dir / "aggregate.csv", rows)
     write_csv(run_dir / "aggregate_runs.csv", per_run)
     ranked = sorted(rows, key=lambda r: -(r["end_tension"] or 0.0))
     table = text_table(ranked, COLUMNS)
-    header = f"{len(paths)} runs, {len(rows)} images from {a['runs']}"
+    header = f"{len(paths)} runs, {len(rows)} images from {a.runs}"
     write_text(run_dir / "aggregate.txt", f"{header}\n\n{table}\n")
-    figure = aggregate_figure(run_dir / "aggregate.png", rows, int(a["top"]), header)
+    figure = aggregate_figure(run_dir / "aggregate.png", rows, a.top, header)
     log_to_wandb(
         cfg,
         run_dir,

@@ -1,12 +1,20 @@
-"""One model of an architecture comparison, checked and loaded (shared by the run and its
-report)."""
+"""One model of an architecture comparison, checked and loaded, and the comparison's config
+group (shared by the run, its training and its report)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from mti_lightning.core.config_schema import CompareSchema, ModelSchema, MTIConfig
+from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.models import LoadedModel
+
+
+def compare_group(cfg: MTIConfig) -> CompareSchema:
+    """``cfg.compare``; a clear error when the config was not composed for a comparison."""
+    if cfg.compare is None:
+        raise MTIConfigError("no compare group in the config; compose it with experiment=compare")
+    return cfg.compare
 
 
 @dataclass
@@ -21,4 +29,4 @@ class Plan:
     units: list[int]
     n_channels: int
     note: str
-    model_cfg: dict[str, Any]
+    model_cfg: ModelSchema  # the model config that reloads the same weights

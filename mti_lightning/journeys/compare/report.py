@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.io import atomic_write, write_text
 from mti_lightning.journeys.compare.findings import OFFSETS_DEG, findings_text, summarize
-from mti_lightning.journeys.compare.plan import Plan
+from mti_lightning.journeys.compare.plan import Plan, compare_group
 from mti_lightning.journeys.compare.tuning import TUNED_R2, Tuning
 from mti_lightning.shells.tables import log_to_wandb, text_table, write_csv
 
@@ -192,10 +193,10 @@ def report_figure(
     return _save(fig, path)
 
 
-def report_markdown(cfg: dict[str, Any], header: str, findings: str, table: str) -> str:
+def report_markdown(cfg: MTIConfig, header: str, findings: str, table: str) -> str:
     """``compare_report.md``: how to regenerate it, the findings, the figure, the table."""
-    c = cfg["compare"]
-    models = [cfg["models"]] if isinstance(cfg["models"], str) else list(cfg["models"])
+    c = compare_group(cfg)
+    models = [cfg.models] if isinstance(cfg.models, str) else list(cfg.models or [])
     return "\n".join(
         [
             "# Architecture comparison on the curves world",
@@ -205,7 +206,7 @@ def report_markdown(cfg: dict[str, Any], header: str, findings: str, table: str)
             "",
             "```bash",
             f"mti experiment=compare 'models=[{','.join(models)}]' "
-            f"compare.report_to={c.get('report_to') or 'docs'}",
+            f"compare.report_to={c.report_to or 'docs'}",
             "```",
             "",
             "```text",
@@ -225,7 +226,7 @@ def report_markdown(cfg: dict[str, Any], header: str, findings: str, table: str)
 
 
 def write_report(
-    cfg: dict[str, Any],
+    cfg: MTIConfig,
     run_dir: Path,
     header: str,
     plans: list[Plan],
@@ -270,7 +271,7 @@ def write_report(
     )
     outputs = ["compare.csv", "compare.txt", report.name, *(f.name for f in figures), "data"]
     log_to_wandb(cfg, run_dir, "comparison", rows, figures, images=images, outputs=outputs)
-    target = cfg["compare"].get("report_to")
+    target = compare_group(cfg).report_to
     if target:
         Path(target).mkdir(parents=True, exist_ok=True)
         for path in (report, figures[0]):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ import torch
 
 import mti_lightning.world  # noqa: F401  (registers the built-in world's data sets)
 from mti_lightning.core.attribution import attribute, tension_ratio
+from mti_lightning.core.config_schema import ModelSchema, MTIConfig
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import FeatureSpec, Readout
 from mti_lightning.core.io import load_tensors, save_tensors, write_json
@@ -46,7 +48,7 @@ from mti_lightning.core.layer_choice import (
 from mti_lightning.core.models import check_model_name, load_seeded
 from mti_lightning.core.probes import layer_shapes
 from mti_lightning.core.zoo import BUILTIN_MODELS
-from mti_lightning.journeys.compare.plan import Plan
+from mti_lightning.journeys.compare.plan import Plan, compare_group
 from mti_lightning.journeys.compare.report import write_report
 from mti_lightning.journeys.compare.trained import recipes_to_train, train_models
 from mti_lightning.journeys.compare.tuning import Tuning, tuning_images, unit_tuning
@@ -55,7 +57,7 @@ from mti_lightning.shells.images import ImageSource, SourceRequest, open_source,
 from mti_lightning.world.curves import NUM_CLASSES
 
 # runs one search from its config into a directory and returns its metrics record
-SearchRunner = Callable[[dict[str, Any], Path], dict[str, Any]]
+SearchRunner = Callable[[MTIConfig, Path], dict[str, Any]]
 
 MEASURES = ("activation", "e_plus", "e_minus", "tension", "tension_ratio")
 
@@ -116,15 +118,15 @@ def choose_units(spec: Any, n_channels: int, seed: int, where: str) -> list[int]
     raise MTIConfigError(f"compare.units={spec!r}; valid: a count, all, or a list of channels")
 
 
-def _load(name: str, m: dict[str, Any], checkpoint: str | None, seed: int):
+def _load(name: str, m: ModelSchema, checkpoint: str | None, seed: int):
     """The model, its loading note and the model config that reloads the same weights.
 
     Loaded with torch seeded by ``seed`` (:func:`~mti_lightning.core.models.load_seeded`), as
     the search runner loads it, so a random-init model loaded again by the search has the
     same weights as the one measured here.
     """
-    size = None if name in BUILTIN_MODELS else m.get("input_size")
-    pretrained = bool(m.get("pretrained")) and checkpoint is None and name not in BUILTIN_MODELS
+    size = None if name in BUILTIN_MODELS else m.input_size
+    pretrained = m.pretrained and checkpoint is None and name not in BUILTIN_MODELS
     note = ""
     try:
         lm = load_seeded(name, seed, pretrained, checkpoint, input_size=size)
@@ -136,13 +138,12 @@ def _load(name: str, m: dict[str, Any], checkpoint: str | None, seed: int):
         pretrained = False
         lm = load_seeded(name, seed, False, None, input_size=size)
     note = note or ("trained" if lm.trained else "random init")
-    cfg = {"name": name, "pretrained": pretrained, "checkpoint": checkpoint, "input_size": size}
-    return lm, note, cfg
+    return lm, note, ModelSchema(name, pretrained, checkpoint, size)
 
 
 def plan_model(
     name: str,
-    cfg: dict[str, Any],
+    cfg: MTIConfig,
     models: Sequence[str],
     checkpoint: str | None = None,
     note: str = "",
@@ -152,10 +153,10 @@ def plan_model(
     ``checkpoint`` (weights trained for the comparison) overrides ``compare.checkpoints``;
     ``note`` replaces the loading note.
     """
-    c = cfg["compare"]
-    spec = layer_spec(cfg["layers"], name, models)
-    checkpoint = checkpoint or (c.get("checkpoints") or {}).get(name)
-    lm, loaded_note, model_cfg = _load(name, cfg["model"], checkpoint, cfg["seed"])
+    c = compare_group(cfg)
+    spec = layer_spec(cfg.layers, name, models)
+    checkpoint = checkpoint or (c.checkpoints or {}).get(name)
+    lm, loaded_note, model_cfg = _load(name, cfg.model, checkpoint, cfg.seed)
     note = note or loaded_note
     s = survey(lm.model, lm.input_size)
     if isinstance(spec, float):
@@ -166,32 +167,31 @@ def plan_model(
         except MTIConfigError as err:
             raise MTIConfigError(f"layers for model {name}: {err}") from err
         layer = spec
-    attr = (c.get("attribution_layers") or {}).get(name) or attribution_layer_for(s, [layer], name)
+    attr = (c.attribution_layers or {}).get(name) or attribution_layer_for(s, [layer], name)
     position = position_for(s, layer)
     shape = s.shapes[layer]
     n_channels = shape[0] if len(shape) == 3 else shape[-1]
-    units = choose_units(c["units"], n_channels, c["unit_seed"], f"model {name} layer {layer}")
+    units = choose_units(c.units, n_channels, c.unit_seed, f"model {name} layer {layer}")
     probe = Readout([FeatureSpec(layer, units[0], position)], {layer: shape})
     attribute(lm, torch.zeros(1, *lm.input_size), probe, [attr])
     return Plan(name, lm, layer, attr, position, units, n_channels, note, model_cfg)
 
 
 def image_source(
-    cfg: dict[str, Any], run_dir: Path, size: tuple[int, int]
+    cfg: MTIConfig, run_dir: Path, size: tuple[int, int]
 ) -> tuple[ImageSource, Path, str]:
     """The common image set at ``size``: its source, its folder and a line describing it
     (``compare.images``, else ``compare.n_images`` curve images written to ``images/``)."""
-    c = cfg["compare"]
-    images = c.get("images")
-    if images and source_name(images) is None:
-        folder = Path(images)
+    c = compare_group(cfg)
+    if c.images and source_name(c.images) is None:
+        folder = Path(c.images)
         try:
-            source = open_source(str(folder), size, limit=int(c["n_images"]))
+            source = open_source(str(folder), size, limit=c.n_images)
         except MTIConfigError as err:
             raise MTIConfigError(f"compare.images: {err}") from err
         return source, folder, f"{len(source)} images from {folder}"
-    name, folder = images or "curves", run_dir / "images"
-    request = SourceRequest(size, folder, int(c["n_images"]), cfg["seed"], {"two_arc_fraction": 0.3})
+    name, folder = c.images or "curves", run_dir / "images"
+    request = SourceRequest(size, folder, c.n_images, cfg.seed, {"two_arc_fraction": 0.3})
     source = open_source(name, size, request=request)
     if name == "curves":
         return source, folder, f"{len(source)} synthetic curve images ({folder})"
@@ -257,28 +257,30 @@ def _measured(
 
 
 def _search(
-    plan: Plan, cfg: dict[str, Any], run_dir: Path, run_search: SearchRunner
+    plan: Plan, cfg: MTIConfig, run_dir: Path, run_search: SearchRunner
 ) -> dict[int, dict[str, Any]]:
     """One batched MTI search of the first ``compare.search_units`` units: row per unit."""
-    units = plan.units[: int(cfg["compare"]["search_units"])]
+    units = plan.units[: compare_group(cfg).search_units]
     if not units:
         return {}
-    keys = ("seed", "search", "param", "transform", "trainer", "callbacks", "checkpoint")
-    lg = cfg["logger"]
-    sub = {k: cfg[k] for k in keys}
-    sub["checkpoint"] = {**cfg["checkpoint"], "resume": False}
-    sub["model"] = plan.model_cfg
-    sub["target"] = {"layer": plan.layer, "channel": units, "position": plan.position}
-    sub["search"] = {**cfg["search"], "kind": "mti", "attribution_layer": plan.attribution_layer}
-    sub["logger"] = {
-        **lg,
-        "name": f"{lg.get('name') or run_dir.name}-{plan.name}",
-        "group": lg.get("group") or run_dir.name,
-    }
+    lg = cfg.logger
+    sub = replace(
+        cfg,
+        checkpoint=replace(cfg.checkpoint, resume=False),
+        model=plan.model_cfg,
+        target={"layer": plan.layer, "channel": units, "position": plan.position},
+        search=replace(cfg.search, kind="mti", attribution_layer=plan.attribution_layer),
+        logger=replace(
+            lg, name=f"{lg.name or run_dir.name}-{plan.name}", group=lg.group or run_dir.name
+        ),
+    )
     out = run_dir / "searches" / plan.name
     done = out / "metrics.json"
     # what the search was run with (its logger aside), to know whether a finished one fits
-    meta_path, meta = run_dir / "searches" / f"{plan.name}.json", {**sub, "logger": None}
+    keys = ("seed", "search", "param", "transform", "trainer", "callbacks", "checkpoint")
+    ran_with = asdict(sub)
+    meta = {**{k: ran_with[k] for k in (*keys, "model", "target")}, "logger": None}
+    meta_path = run_dir / "searches" / f"{plan.name}.json"
     if done.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()) == meta:
         record = json.loads(done.read_text())
     else:
@@ -351,27 +353,27 @@ def _device(accelerator: str) -> torch.device:
 
 
 def run_compare(
-    cfg: dict[str, Any], run_dir: Path, run_search: SearchRunner
+    cfg: MTIConfig, run_dir: Path, run_search: SearchRunner
 ) -> list[dict[str, Any]]:
     """Run the comparison described by ``cfg`` into ``run_dir``; return its table rows.
     ``run_search(config, run_dir) -> metrics record`` runs each model's MTI search (the face
     passes the search journey's runner, so the comparison never imports another journey)."""
     run_dir = Path(run_dir)
-    c = cfg["compare"]
-    models = check_models(cfg["models"])
+    c = compare_group(cfg)
+    models = check_models(cfg.models)
     for name in models:
-        layer_spec(cfg["layers"], name, models)
-    for key in ("batch_size", "n_images"):
-        if int(c[key]) < 1:
-            raise MTIConfigError(f"compare.{key}={c[key]}; need at least 1")
-    if int(c["search_units"]) < 0:
-        raise MTIConfigError(f"compare.search_units={c['search_units']}; need 0 or more")
-    if int(c["tuning_images"]) < NUM_CLASSES:
+        layer_spec(cfg.layers, name, models)
+    for key, value in (("batch_size", c.batch_size), ("n_images", c.n_images)):
+        if value < 1:
+            raise MTIConfigError(f"compare.{key}={value}; need at least 1")
+    if c.search_units < 0:
+        raise MTIConfigError(f"compare.search_units={c.search_units}; need 0 or more")
+    if c.tuning_images < NUM_CLASSES:
         raise MTIConfigError(
-            f"compare.tuning_images={c['tuning_images']}; need at least {NUM_CLASSES} "
+            f"compare.tuning_images={c.tuning_images}; need at least {NUM_CLASSES} "
             "(one per orientation), e.g. 1200"
         )
-    if c.get("images"):
+    if c.images:
         image_source(cfg, run_dir, (1, 1))  # a bad folder is an error before any training
     recipes = recipes_to_train(cfg, models)
     plans = [plan_model(name, cfg, models) for name in models]
@@ -380,12 +382,12 @@ def run_compare(
         if name in records:
             weights, note, _ = records[name]
             plans[i] = plan_model(name, cfg, models, checkpoint=str(weights), note=note)
-    t_images, t_labels = tuning_images(int(c["tuning_images"]), int(c["tuning_seed"]))
-    accelerator = str(cfg["trainer"].get("accelerator", "cpu"))
+    t_images, t_labels = tuning_images(c.tuning_images, c.tuning_seed)
+    accelerator = cfg.trainer.accelerator
     rows, data, tunings, skipped = [], {}, {}, 0
     for plan in plans:
         source, folder, images_line = image_source(cfg, run_dir, plan.lm.input_size[1:])
-        values = _measured(plan, source, run_dir, int(c["batch_size"]), accelerator)
+        values = _measured(plan, source, run_dir, c.batch_size, accelerator)
         names = [source.name(int(i)) for i in values.pop("index")]
         plan.lm.to(_device(accelerator))
         tunings[plan.name] = unit_tuning(plan, t_images, t_labels)
@@ -401,18 +403,18 @@ def run_compare(
 
 
 def _header(
-    cfg: dict[str, Any], plans: list[Plan], rows: list[dict], images_line: str, skipped: int
+    cfg: MTIConfig, plans: list[Plan], rows: list[dict], images_line: str, skipped: int
 ) -> str:
     """The report's header: image set, units, searches, which models are untrained, and how
     many units are never tense (zero E+ or E- on every image: e.g. a random-init timm ResNet,
     whose last BN of each block starts at zero, so a block computes the identity)."""
-    c, s = cfg["compare"], cfg["search"]
+    c, s = compare_group(cfg), cfg.search
     lines = [
         "MTI architecture comparison",
         f"images: {images_line}"
         + (f"; {skipped} files did not decode (skipped)" if skipped else ""),
-        f"units: {c['units']} per model (seed {c['unit_seed']}); MTI search of "
-        f"{c['search_units']} per model, {s['steps']} steps",
+        f"units: {c.units} per model (seed {c.unit_seed}); MTI search of "
+        f"{c.search_units} per model, {s.steps} steps",
     ]
     for p in plans:
         never = sum(1 for r in rows if r["model"] == p.name and r["tension_max"] == 0)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.journeys.search.result import SearchResult
 from mti_lightning.journeys.search.summary import summary_rows
@@ -22,7 +23,7 @@ __all__ = ["prepare", "run_search", "run_search_job"]
 
 
 def run_search(
-    cfg: dict,
+    cfg: MTIConfig,
     run_dir: Path,
     lm: LoadedModel | None = None,
     logger: Any = None,
@@ -31,7 +32,7 @@ def run_search(
     """Run the search described by ``cfg`` into ``run_dir`` and return what it found (None on
     the processes other than rank 0 of a DDP run). The ``mti`` command and the Python API both
     come here. ``lm``: an already loaded model; ``logger``: a Lightning logger to use instead
-    of the one ``cfg['logger']`` describes; ``extra``: callbacks the caller adds by name
+    of the one ``cfg.logger`` describes; ``extra``: callbacks the caller adds by name
     (``callbacks.atlas``'s placement), built once the features are known."""
     run = run_stages(cfg, Path(run_dir), lm, logger, extra)
     if not run.trainer.is_global_zero:
@@ -39,13 +40,13 @@ def run_search(
     return _write_results(cfg, Path(run_dir), run)
 
 
-def run_search_job(cfg: dict, run_dir: Path) -> dict[str, Any]:
+def run_search_job(cfg: MTIConfig, run_dir: Path) -> dict[str, Any]:
     """:func:`run_search`'s metrics record (empty on the processes other than rank 0)."""
     result = run_search(cfg, run_dir)
     return result.record if result is not None else {}
 
 
-def _write_results(cfg: dict, run_dir: Path, run: SearchRun) -> SearchResult:
+def _write_results(cfg: MTIConfig, run_dir: Path, run: SearchRun) -> SearchResult:
     prepared, trainer, inv = run.prepared, run.trainer, run.inversions
     search, cbs, kind = prepared.search, prepared.callbacks, prepared.kind.name
     start = search.measured.get("start", {})

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.features import FeatureSpec
 from mti_lightning.core.layer_choice import relative_depth, survey
 from mti_lightning.core.models import LoadedModel
@@ -119,7 +121,7 @@ def summary_values(
 
 def track_search(
     logger: Any,
-    cfg: Mapping[str, Any],
+    cfg: MTIConfig,
     run_dir: Path,
     record: Mapping[str, Any],
     units: Sequence[str],
@@ -147,4 +149,4 @@ def track_search(
     log_table(wb, "results", rows, pictures)
     aggregates = {k: v for k, v in record["summary"].items() if k.startswith("summary/")}
     metadata = {**record["run"], **aggregates}
-    track_outputs(wb, run_dir, "search", OUTPUTS, cfg, metadata)
+    track_outputs(wb, run_dir, "search", OUTPUTS, asdict(cfg), metadata)
