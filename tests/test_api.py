@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.request
 
 import pytest
 import torch
@@ -237,6 +238,8 @@ def test_unreachable_pretrained_weights_are_a_clear_error_and_local_weights_load
         monkeypatch.setenv(var, "http://127.0.0.1:9")
     for var in ("NO_PROXY", "no_proxy"):
         monkeypatch.delenv(var, raising=False)
+    # urlopen's shared opener is built with the proxies of its first call: leave none behind
+    monkeypatch.setattr(urllib.request, "_opener", None)
     with pytest.raises(MTIConfigError) as err:
         mti.load_model("torchvision:squeezenet1_1", pretrained=True)
     assert "could not fetch pretrained weights for torchvision:squeezenet1_1" in str(err.value)
