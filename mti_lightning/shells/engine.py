@@ -92,3 +92,14 @@ def optimise(
     ckpt = str(last) if resume and last.exists() else None
     trainer.fit(search, datamodule=DrawDataModule(search.transform, draws, seed), ckpt_path=ckpt)
     return trainer, ckpt or trainer.ckpt_path
+
+
+def close_process_group() -> None:
+    """End a DDP run's process group in order, once every process has finished its work (a
+    barrier, then destroy): left to the interpreter's exit, gloo's teardown can abort a process
+    whose peer is still talking to it ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -35,9 +35,12 @@ def run_search(
     of the one ``cfg.logger`` describes; ``extra``: callbacks the caller adds by name
     (``callbacks.atlas``'s placement), built once the features are known."""
     run = run_stages(cfg, Path(run_dir), lm, logger, extra)
-    if not run.trainer.is_global_zero:
-        return None
-    return _write_results(cfg, Path(run_dir), run)
+    result = _write_results(cfg, Path(run_dir), run) if run.trainer.is_global_zero else None
+    if run.trainer.world_size > 1:
+        # the processes leave together: one that exits while rank 0 still writes can abort in
+        # gloo's teardown ("terminate called without an active exception")
+        run.trainer.strategy.barrier("search-written")
+    return result
 
 
 def run_search_job(cfg: MTIConfig, run_dir: Path) -> dict[str, Any]:
