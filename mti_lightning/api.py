@@ -48,6 +48,7 @@ from mti_lightning.face.results import CompareResult, TrainResult
 if TYPE_CHECKING:
     from mti_lightning.core.attribution import Attribution
     from mti_lightning.journeys.atlas.result import AtlasResult
+    from mti_lightning.journeys.census.result import CensusResult
     from mti_lightning.journeys.search.result import SearchResult
 
 Model = str | nn.Module | LoadedModel
@@ -212,6 +213,38 @@ def atlas(
     lm = loaded_model(model, cfg)
     out = run_dir_for(run_dir)
     result = atlas_from_config(cfg, out, stage, lm=lm, dataset=dataset, logger=logger)
+    write_config(cfg, out, lm)
+    return result
+
+
+def census(
+    model: Model,
+    layers: Any = ("all",),
+    data: Any = "curves",
+    run_dir: str | Path | None = None,
+    **options: Any,
+) -> CensusResult:
+    """The inhibition census: E+, E-, tension and tension ratio of every unit of ``layers``
+    (names, relative depths in (0, 1], or ``all``) over ``data`` (``curves``, ``photos``, a
+    folder, ``torchvision:NAME`` or a torch ``Dataset``), ranked across the model into
+    ``<run_dir>/census/units.json``, ``data/<layer>.safetensors`` and ``depth.png``.
+    ``options``: the ``census.*`` keys (``units``, ``position``, ``threshold``, ``top_k``,
+    ``jobs``/``job``, ...). Re-running into the same ``run_dir`` redoes only what changed."""
+    from mti_lightning.journeys.census import run_census
+
+    quiet_console()
+    dataset = None if isinstance(data, (str, Path)) else data
+    names = [layers] if isinstance(layers, (str, int, float)) else list(layers)
+    fixed = {
+        "census.layers": names,
+        "census.data": str(data) if dataset is None else f"dataset:{type(data).__name__}",
+    }
+    cfg, logger = build_config(["experiment=census"], model, options, "census", fixed)
+    lm = loaded_model(model, cfg)
+    out = run_dir_for(run_dir)
+    result = run_census(cfg, out, lm=lm, dataset=dataset, logger=logger)
+    if result is None:
+        raise RuntimeError("census ran on a process other than rank 0; use rank 0's result")
     write_config(cfg, out, lm)
     return result
 

@@ -105,12 +105,43 @@ def _check_lists(cfg: dict[str, Any]) -> None:
                 raise MTIConfigError(
                     f"callbacks.snapshot_steps={step!r}; must be an integer >= 0"
                 )
+    _check_census(cfg)
     devices = _get(cfg, "trainer.devices")
     if devices is not _ABSENT and not _good_devices(devices):
         raise MTIConfigError(
             f"trainer.devices={devices!r}; valid: a count >= 1, -1 (every device), auto, or a "
             "list of device ids such as [0,1]"
         )
+
+
+def _check_census(cfg: dict[str, Any]) -> None:
+    """The census's layers (names, depths in (0, 1], ``all``), units and job number."""
+    layers = _get(cfg, "census.layers")
+    if layers is not _ABSENT:
+        if not isinstance(layers, (list, tuple)) or not layers:
+            raise MTIConfigError(
+                f"census.layers={layers!r}; must be a non-empty list of layer names, relative "
+                "depths in (0, 1] or all, e.g. [layer3.0.bn1,0.5]"
+            )
+        for entry in layers:
+            if _is_number(entry, False) and not 0 < entry <= 1:
+                raise MTIConfigError(
+                    f"census.layers: depth {entry} outside (0, 1]; valid: a fraction of the "
+                    "model's depth (0.5: the block at half depth, 1.0: the last block)"
+                )
+            if not isinstance(entry, str) and not _is_number(entry, False):
+                raise MTIConfigError(
+                    f"census.layers: {entry!r} is neither a layer name nor a depth in (0, 1]"
+                )
+    units = _get(cfg, "census.units")
+    if units not in (_ABSENT, "all") and not (_is_number(units, True) and units >= 1):
+        raise MTIConfigError(
+            f"census.units={units!r}; valid: all (every channel) or a count >= 1 (a seeded "
+            "sample of each layer's channels)"
+        )
+    job, jobs = _get(cfg, "census.job"), _get(cfg, "census.jobs")
+    if _is_number(job, True) and _is_number(jobs, True) and not 0 <= job < jobs:
+        raise MTIConfigError(f"census.job={job} with census.jobs={jobs}; valid: 0..{jobs - 1}")
 
 
 def _good_devices(devices: Any) -> bool:

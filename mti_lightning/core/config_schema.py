@@ -234,6 +234,60 @@ class CompareSchema:
     report_to: str | None = None  # also copy compare_report.md and .png into this folder
 
 
+CENSUS_POSITIONS = ("center", "mean", "max")
+# the statistics a census can rank its units by (one row per unit, ``census/units.json``)
+CENSUS_RANK_KEYS = (
+    "tension_p90",
+    "tension_p99",
+    "tension_p50",
+    "tension_mean",
+    "ratio_mean",
+    "frac_tense",
+)
+
+
+@dataclass
+class CensusSchema:
+    """``census``: the tension statistics of every unit of chosen layers over a data set,
+    ranked across the model (``mti experiment=census``)."""
+
+    # layer names, relative depths in (0, 1] (a block's feature layer), or ``all`` (every
+    # block's feature layer)
+    layers: list[Any] = field(default_factory=lambda: ["all"])
+    # auto: the convolution's input where one convolution (+ eval BatchNorm) feeds the layer
+    # (the closed form), else the block boundary before it (a batched backward); or a name
+    attribution_layer: str = "auto"
+    units: Any = "all"  # all channels of each layer, or a count (a seeded sample per layer)
+    unit_seed: int = 0
+    position: str = _rule("center", choices=CENSUS_POSITIONS)
+    # data: curves, photos, a folder, or torchvision:NAME
+    data: str = "curves"
+    data_root: str = ""
+    curves_n: int = _rule(1000, low=1)
+    curves_seed: int = 1000
+    curves_two_arc_fraction: float = _rule(0.3, low=0)
+    # an image is tense for a unit when its tension exceeds ``threshold`` times the unit's
+    # mean of max(E+, E-) over the data: inhibition at least that share of the unit's usual
+    # drive (scale-free, so comparable across units and layers)
+    threshold: float = _rule(0.5, low=0)
+    top_k: int = _rule(8, low=1)  # the tensest images kept per unit
+    hist_bins: int = _rule(32, low=1)  # the activation histogram's bins per unit
+    rank_by: str = _rule("tension_p90", choices=CENSUS_RANK_KEYS)
+    # jobs: the (layer, unit chunk) pieces are dealt round-robin to ``jobs`` jobs; this one is
+    # ``job`` (a Hydra multirun over census.job, locally or through the SLURM launcher)
+    jobs: int = _rule(1, low=1)
+    job: int = _rule(0, low=0)
+    unit_chunk: int = _rule(0, low=0)  # units per piece; 0: a whole layer per piece
+    stage: str = _rule("all", choices=("all", "data", "merge"))
+    out: str | None = None  # the census directory its jobs share; null: the run directory
+    # the data pass
+    batch_size: int = _rule(64, low=1)  # images per chunk (split further to fit memory)
+    shard_size: int = _rule(256, low=1)  # images per shard file
+    num_workers: int = _rule(0, low=0)
+    max_memory_mb: float = _rule(2048.0, low=0, above=True)  # per chunk's working tensors
+    fast_net: bool = True
+
+
 @dataclass
 class TrainSchema:
     """``train``: training any network; every key left null comes from the model's measured
@@ -312,7 +366,7 @@ def _default_target() -> dict[str, Any]:
 
 # train_curvenet is gone (its task says so, naming `mti experiment=train model=curvenet`)
 TASKS = ("search", "curves", "train", "train_curvenet", "toys", "curvenet_report", "compare")
-TASKS += ("aggregate", "atlas")
+TASKS += ("aggregate", "atlas", "census")
 
 
 @dataclass
@@ -337,6 +391,7 @@ class MTIConfig:
     models: list[str] | None = None  # compare: the models side by side
     layers: Any = None  # compare: a depth, a layer name, or {model: ..., default: ...}
     atlas: AtlasSchema | None = None
+    census: CensusSchema | None = None
     compare: CompareSchema | None = None
     train: TrainSchema | None = None
     toys: ToysSchema | None = None

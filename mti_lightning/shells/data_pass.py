@@ -10,9 +10,14 @@ to one process; on resume, shards whose file exists are skipped before decoding,
 interrupted pass continues at the first missing shard.
 
 With one target (the atlas) a result has one row per image (``activation`` ``(N,)``,
-``LAYER/vector`` ``(N, C)``); with ``T`` targets (the comparison's units, a census) the target
+``LAYER/vector`` ``(N, C)``); with ``T`` targets (the comparison's units) the target
 is the second dimension (``(N, T)``, ``(N, T, C)``): each image goes through the network once
 per target, ``batch_size`` (image, target) pairs at a time.
+
+In census mode (the setup's ``units``, ``shells/unit_pass.py``) the pass reads every chosen
+unit of whole layers at once: ``GROUP/KEY`` ``(N, K)`` per group of units, ``batch_size``
+images at a time, with one forward per chunk (the closed form where the path is one
+convolution, a batched backward elsewhere); shards, resume and DDP are the same.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.probes import capture
 from mti_lightning.shells.images import ImageSource, report_undecodable
 from mti_lightning.shells.trainer import check_trainer_options, make_trainer
+from mti_lightning.shells.unit_pass import UnitsReduce
 
 Window = tuple[int, int, int, int]
 ENERGY_KEYS = ("e_plus", "e_minus", "e_plus_l2", "e_minus_l2")
@@ -47,14 +53,16 @@ ENERGY_KEYS = ("e_plus", "e_minus", "e_plus_l2", "e_minus_l2")
 @dataclass
 class PassSetup:
     """The validated model, targets (``readout``), layers and data of a pass; ``window``: the
-    box of the stored maps (the feature's receptive field, :func:`feature_window`)."""
+    box of the stored maps (the feature's receptive field, :func:`feature_window`);
+    ``units``: census mode (then ``readout`` is None and ``layers`` empty)."""
 
     lm: LoadedModel
-    readout: Readout
+    readout: Readout | None
     source: ImageSource
     layers: list[str]
     shapes: dict[str, tuple[int, ...]]
     window: Window | None = None
+    units: UnitsReduce | None = None
 
 
 @dataclass(frozen=True)
@@ -202,8 +210,11 @@ class AttributionPass(L.LightningModule):
         self.map_layer = options.map_layer
         self.window = setup.window if options.crop_maps else None
         self.fast_net, self.vectors = options.fast_net, options.vectors
-        # images per chunk: ``batch_size`` (image, target) pairs go through the network at once
-        self.chunk = max(1, options.batch_size // len(setup.readout.specs))
+        self.units = setup.units
+        # images per chunk: ``batch_size`` (image, target) pairs go through the network at
+        # once; in census mode ``batch_size`` images
+        targets = 1 if setup.units is not None else len(setup.readout.specs)
+        self.chunk = max(1, options.batch_size // targets)
         self.pass_lm = setup.lm
 
     def on_predict_start(self) -> None:
@@ -211,11 +222,14 @@ class AttributionPass(L.LightningModule):
         the layers read; ``core.fastnet``)."""
         if self.fast_net:
             example = self.lm.normalize(torch.rand(2, *self.lm.input_size, device=self.device))
-            layers = [*self.layers, *self.readout.layers]
+            read = self.units.layers if self.units is not None else self.readout.layers
+            layers = [*self.layers, *read]
             self.pass_lm = fast_network(self.lm, layers, example).lm
 
     def _empty(self) -> dict[str, torch.Tensor]:
         """Zero-row results of the right shapes (a shard whose every image failed)."""
+        if self.units is not None:
+            return self.units.empty(self.device)
         t = len(self.readout.specs)
         lead = (0,) if t == 1 else (0, t)
         out = {"activation": torch.zeros(lead, device=self.device)}
@@ -240,21 +254,31 @@ class AttributionPass(L.LightningModule):
         if images.shape[0] == 0:
             out = self._empty()
         else:
-            parts = [
-                reduce_batch(
-                    self.pass_lm,
-                    self.readout,
-                    images[i : i + self.chunk],
-                    self.layers,
-                    self.map_layer,
-                    self.window,
-                    self.vectors,
-                )
-                for i in range(0, images.shape[0], self.chunk)
-            ]
+            if self.units is not None:
+                parts = [
+                    self.units(self.pass_lm, images[i : i + self.chunk])
+                    for i in range(0, images.shape[0], self.chunk)
+                ]
+            else:
+                parts = self._reduce(images)
             out = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         out["index"], out["failed"] = batch["index"], batch["failed"]
         return out
+
+    def _reduce(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """The per-target attribution of each chunk of ``images``."""
+        return [
+            reduce_batch(
+                self.pass_lm,
+                self.readout,
+                images[i : i + self.chunk],
+                self.layers,
+                self.map_layer,
+                self.window,
+                self.vectors,
+            )
+            for i in range(0, images.shape[0], self.chunk)
+        ]
 
 
 class ShardWriter(BasePredictionWriter):

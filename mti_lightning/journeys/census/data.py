@@ -1,0 +1,116 @@
+"""The census's data stage: the engine's one data pass (``shells/data_pass.py``) in census mode
+over one job's pieces, every unit of a piece at once, sharded and resumable (a killed job
+rerun continues at its first missing shard), DDP within the job.
+
+Before the pass the working tensors of a chunk are estimated; a chunk over
+``census.max_memory_mb`` is split (fewer images per chunk, fewer units per batched backward),
+and the console says so.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from mti_lightning.core.io import write_json
+from mti_lightning.core.probes import layer_shapes
+from mti_lightning.journeys.census.context import CensusRun
+from mti_lightning.shells.data_pass import PassOptions, PassSetup, run_pass
+from mti_lightning.shells.unit_pass import UnitGroup, UnitsReduce
+
+FLOAT = 4  # bytes
+
+
+def _groups(run: CensusRun, job: int) -> list[UnitGroup]:
+    plans = {p.name: p for p in run.plans}
+    return [
+        UnitGroup(p.key, p.layer, plans[p.layer].attr_layer, p.channels, plans[p.layer].path)
+        for p in run.job_pieces(job)
+    ]
+
+
+def _bytes_per_image(run: CensusRun, groups: list[UnitGroup], per_backward: int) -> int:
+    """The largest working set one image needs in any group: the closed form's eight
+    output maps of all channels plus the attribution map's four parts; the batched path's
+    gradients, attributions and their parts for ``per_backward`` units."""
+    names = list(dict.fromkeys([g.attr_layer for g in groups] + [g.layer for g in groups]))
+    shapes = layer_shapes(run.lm.model, run.lm.input_size, names)
+    worst = 0
+    for g in groups:
+        a = math.prod(shapes[g.attr_layer])
+        if g.path is not None:
+            plan = next(p for p in run.plans if p.name == g.layer)
+            out = plan.n_channels * math.prod(shapes[g.layer][1:] or (1,))
+            need = (6 * a + 14 * out) * FLOAT
+        else:
+            need = 4 * per_backward * a * FLOAT
+        worst = max(worst, need)
+    return worst
+
+
+def fit_memory(run: CensusRun, groups: list[UnitGroup], who: str) -> tuple[int, int]:
+    """``(images per chunk, units per batched backward)`` within ``census.max_memory_mb``;
+    a split is said on the console."""
+    c = run.c
+    budget = c.max_memory_mb * 2**20
+    per_backward = 64
+    batched = [g for g in groups if g.path is None]
+    if batched:
+        a_max = max(math.prod(s) for s in layer_shapes(
+            run.lm.model, run.lm.input_size, [g.attr_layer for g in batched]).values())
+        fits = max(1, int(budget // (4 * a_max * FLOAT)))
+        if fits < per_backward:
+            print(
+                f"{who}: {per_backward} units per batched backward need "
+                f"~{4 * per_backward * a_max * FLOAT / 2**20:.0f} MB per image, over "
+                f"census.max_memory_mb={c.max_memory_mb:g}; splitting into {fits} units each"
+            )
+            per_backward = fits
+    need = _bytes_per_image(run, groups, per_backward)
+    images = max(1, min(c.batch_size, int(budget // max(need, 1))))
+    if images < c.batch_size:
+        print(
+            f"{who}: a chunk of {c.batch_size} images needs ~{c.batch_size * need / 2**20:.0f} "
+            f"MB, over census.max_memory_mb={c.max_memory_mb:g}; splitting it into chunks of "
+            f"{images} images"
+        )
+    return images, per_backward
+
+
+def run_data(run: CensusRun, job: int) -> dict[str, Any]:
+    """Compute every missing shard of job ``job``; record its result (on rank 0)."""
+    c, t = run.c, run.cfg.trainer
+    groups = _groups(run, job)
+    who = f"census job {job}/{c.jobs}"
+    if not groups:
+        print(f"{who}: no pieces (the census has {len(run.pieces)}); nothing to do")
+        return {"rank": 0, "pieces": []}
+    images, per_backward = fit_memory(run, groups, who)
+    reduce = UnitsReduce(run.lm.model, groups, c.position, per_backward)
+    setup = PassSetup(run.lm, None, run.source, [], {}, units=reduce)
+    options = PassOptions(
+        shard_size=c.shard_size,
+        batch_size=images,
+        num_workers=c.num_workers,
+        vectors=False,
+        fast_net=c.fast_net,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        precision=str(t.precision),
+    )
+    options.check()
+    out = run_pass(setup, options, run.shard_dir(job), who=who)
+    if out["rank"] != 0:
+        return out
+    record = {
+        **out,
+        "fingerprint": run.job_fingerprint(job),
+        "shards": run.shard_dir(job).name,
+        "pieces": [g.key for g in groups],
+        "images_per_chunk": images,
+        "units_per_backward": per_backward,
+    }
+    write_json(run.dir / "files.json", [run.source.name(i) for i in range(len(run.source))])
+    write_json(run.job_dir(job) / "result.json", record)
+    return record

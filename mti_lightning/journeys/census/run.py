@@ -1,0 +1,75 @@
+"""The census as resumable stages in one directory: data (this job's share of the units over
+the data set) -> merge (every job's shards into the ranked table) -> the search side -> the
+site. Each stage skips what is up to date, so a rerun after a kill, or after a change of one
+option, redoes only what that change touches.
+
+With ``census.jobs=N`` each job ``census.job=J`` computes its pieces; the job that finds every
+piece done merges (a merge twice is harmless: it is idempotent and atomic), and
+``census.stage=merge`` merges on request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mti_lightning.core.config_schema import MTIConfig
+from mti_lightning.core.models import LoadedModel
+from mti_lightning.journeys.census.context import CensusRun
+from mti_lightning.journeys.census.data import run_data
+from mti_lightning.journeys.census.merge import run_merge, unfinished_jobs
+from mti_lightning.journeys.census.result import CensusResult
+
+
+def search_side(run: CensusRun) -> dict[str, dict[str, Any]]:
+    """HOOK: the census's search side (batched MTI searches of the ranked units, their
+    feature visualisations and inversions) runs here, after the merge, reading
+    ``run.dir / "units.json"``; returns its stages' records by name."""
+    return {}
+
+
+def site(run: CensusRun) -> dict[str, dict[str, Any]]:
+    """HOOK: the static site (``census/index.html`` and a page per unit) and its W&B table
+    are built here, last; returns its stages' records by name."""
+    return {}
+
+
+def run_census(
+    cfg: MTIConfig,
+    run_dir: str | Path,
+    lm: LoadedModel | None = None,
+    dataset: Any = None,
+    logger: Any = None,
+) -> CensusResult | None:
+    """Run the census ``cfg`` describes into ``run_dir`` (or ``census.out``): data -> merge ->
+    search side -> site. Every bad input fails before any work. ``logger``: a Lightning logger
+    for the later stages (None: the one ``cfg.logger`` describes). Returns None on DDP
+    processes other than the first."""
+    from mti_lightning.shells.loggers import logger_from_config
+
+    run = CensusRun(cfg, run_dir, lm, dataset)
+    run.logger = logger if logger is not None else (logger_from_config(cfg, run.run_dir) or None)
+    c = run.c
+    run.plans  # noqa: B018  (layers, units and attribution layers checked first)
+    run.source  # noqa: B018  (then the data: an empty data set fails here)
+    stages: dict[str, dict[str, Any]] = {}
+    if c.stage in ("all", "data"):
+        stages["data"] = run_data(run, c.job)
+        if stages["data"].get("rank", 0) != 0:
+            return None
+        print(f"census job {c.job}/{c.jobs}: data stage done into {run.job_dir(c.job)}")
+    result = CensusResult(run.run_dir, run.dir, stages)
+    if c.stage == "data":
+        return result
+    if c.stage == "all" and unfinished_jobs(run):
+        print(
+            f"census: job(s) {unfinished_jobs(run)} of {c.jobs} still to finish; the last one "
+            "merges (or run census.stage=merge)"
+        )
+        return result
+    stages["merge"] = run_merge(run)
+    stages.update(search_side(run))
+    stages.update(site(run))
+    print(f"mti: census of {stages['merge']['n_units']} units: {run.dir / 'units.json'}, "
+          f"{run.dir / 'depth.png'}")
+    return result
