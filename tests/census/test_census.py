@@ -1,0 +1,194 @@
+"""The census journey end to end on CurveNet and curve images: jobs, resume, faces, bad input,
+and a hand-built unit whose inputs fight ranking first."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import mti_lightning as mti
+from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.core.io import load_tensors
+from mti_lightning.shells.unit_pass import UnitsReduce
+from mti_lightning.world.curve_dataset import write_image_folder
+
+MTI = str(Path(sys.executable).parent / "mti")
+OPTIONS = {"shard_size": 8, "batch_size": 4, "top_k": 3, "logger": None}
+LAYERS = ["bn2", "act3:in"]
+
+
+@pytest.fixture(scope="module")
+def curves(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("curves")
+    return write_image_folder(folder, 20, 3, None, 0.3)
+
+
+def census(run_dir: Path, data: Path, **options):
+    return mti.census("curvenet", LAYERS, str(data), run_dir=run_dir, **{**OPTIONS, **options})
+
+
+def numbers(rows: list[dict]) -> dict[str, list[float]]:
+    keys = [k for k, v in rows[0].items() if isinstance(v, float)]
+    return {k: [r[k] for r in rows] for k in keys}
+
+
+def same_table(a: Path, b: Path) -> None:
+    ta = json.loads((a / "census" / "units.json").read_text())
+    tb = json.loads((b / "census" / "units.json").read_text())
+    assert [r["spec"] for r in ta["units"]] == [r["spec"] for r in tb["units"]]
+    for key, values in numbers(ta["units"]).items():
+        torch.testing.assert_close(
+            torch.tensor(values), torch.tensor(numbers(tb["units"])[key]), rtol=1e-6, atol=1e-6
+        )
+    assert [[t["index"] for t in r["top"]] for r in ta["units"]] == [
+        [t["index"] for t in r["top"]] for r in tb["units"]
+    ]
+    for layer in LAYERS:
+        da, db = (load_tensors(d / "census" / "data" / f"{layer}.safetensors") for d in (a, b))
+        for key in ("e_plus", "e_minus", "activation", "units"):
+            torch.testing.assert_close(da[key], db[key], rtol=1e-6, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def one(curves, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("one")
+    result = census(run, curves)
+    table = result.table
+    assert table["n_images"] == 20 and table["model"] == "curvenet"
+    assert [(x["name"], x["attr_layer"], x["n_units"]) for x in table["layers"]] == [
+        ("bn2", "conv2:in", 32),
+        ("act3:in", "conv3:in", 48),
+    ]
+    rows = result.rows
+    assert len(rows) == 80 and [r["rank"] for r in rows] == list(range(1, 81))
+    p90 = [r["tension_p90"] for r in rows]
+    assert p90 == sorted(p90, reverse=True)
+    top = rows[0]["top"]
+    assert [t["tension"] for t in top] == sorted((t["tension"] for t in top), reverse=True)
+    assert top[0]["tension"] == pytest.approx(min(top[0]["e_plus"], top[0]["e_minus"]))
+    data = load_tensors(run / "census" / "data" / "bn2.safetensors")
+    assert data["e_plus"].shape == (20, 32) and data["units"].tolist() == list(range(32))
+    assert (run / "census" / "depth.png").stat().st_size > 1000
+    return run
+
+
+def test_two_jobs_give_the_table_one_process_gives_and_a_merge_again_does_nothing(one, curves, tmp_path, capsys):
+    out = tmp_path / "shared"
+    first = census(tmp_path / "j0", curves, jobs=2, job=0, unit_chunk=20, out=str(out))
+    assert first.rows == [] and "job(s) [1] of 2 still to finish" in capsys.readouterr().out
+    # this job's chunks are over its memory budget: split, said, and the same numbers
+    census(tmp_path / "j1", curves, jobs=2, job=1, unit_chunk=20, out=str(out), max_memory_mb=0.2)
+    assert "splitting it into chunks of 1 images" in capsys.readouterr().out
+    same_table(one, out)
+    again = census(tmp_path / "j2", curves, jobs=2, job=1, unit_chunk=20, out=str(out))
+    assert again.stages["merge"]["layers_redone"] == [] and not again.stages["merge"]["written"]
+    assert again.stages["data"]["computed_shards"] == 0
+
+
+def test_a_killed_job_rerun_gives_the_same_table(one, curves, tmp_path, monkeypatch):
+    calls = []
+    original = UnitsReduce.__call__
+
+    def dies_in_the_second_shard(self, lm, images):
+        calls.append(1)
+        if len(calls) == 3:  # chunks of 4 images, shards of 8: the first shard is written
+            raise RuntimeError("killed")
+        return original(self, lm, images)
+
+    monkeypatch.setattr(UnitsReduce, "__call__", dies_in_the_second_shard)
+    with pytest.raises(RuntimeError, match="killed"):
+        census(tmp_path, curves)
+    monkeypatch.setattr(UnitsReduce, "__call__", original)
+    assert not (tmp_path / "census" / "units.json").exists()
+    result = census(tmp_path, curves)
+    assert result.stages["data"]["computed_shards"] == 2  # of 3: the first one was kept
+    same_table(one, tmp_path)
+
+
+@pytest.mark.slow
+def test_cli_and_api_give_the_same_units_json(one, curves, tmp_path):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    args = [
+        "experiment=census",
+        f"hydra.run.dir={tmp_path}",
+        "census.layers=[bn2,act3:in]",
+        f"census.data={curves}",
+        "census.shard_size=8",
+        "census.batch_size=4",
+        "census.top_k=3",
+        "logger.kind=none",
+    ]
+    out = subprocess.run([MTI, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    cli = json.loads((tmp_path / "census" / "units.json").read_text())
+    api = json.loads((one / "census" / "units.json").read_text())
+    assert cli == api
+
+
+def test_bad_input_is_one_line_before_any_work_and_keeps_what_was_written(one, curves, tmp_path):
+    before = (one / "census" / "units.json").read_bytes()
+    with pytest.raises(MTIConfigError, match=r"unknown layer 'bn9'; closest names .*bn"):
+        mti.census("curvenet", ["bn9"], str(curves), run_dir=one, **OPTIONS)
+    with pytest.raises(MTIConfigError, match=r"depth 1.5 outside \(0, 1\]"):
+        mti.census("curvenet", [1.5], str(curves), run_dir=one, **OPTIONS)
+    with pytest.raises(MTIConfigError, match=r"census.units=40 is larger than layer 'bn2'"):
+        mti.census("curvenet", ["bn2"], str(curves), run_dir=one, units=40, **OPTIONS)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MTIConfigError, match="holds no image files"):
+        mti.census("curvenet", ["bn2"], str(tmp_path / "empty"), run_dir=one, **OPTIONS)
+    assert (one / "census" / "units.json").read_bytes() == before
+
+
+class Scalar(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1).sum(1)
+
+
+class Fight(nn.Module):
+    """Two copies of the image's brightness; unit 1 of ``conv`` adds one and subtracts the
+    other (large E+ and E- that cancel), units 0 and 2 only add."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 2, 1)
+        self.act = nn.ReLU()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.out = nn.ReLU()
+        self.total = Scalar()
+        with torch.no_grad():
+            self.stem.weight.fill_(1.0)
+            self.stem.bias.fill_(0.1)
+            self.conv.weight.zero_()
+            self.conv.bias.zero_()
+            self.conv.weight[0, 0] = 0.5
+            self.conv.weight[1, 0] = 2.0
+            self.conv.weight[1, 1] = -2.0
+            self.conv.weight[2, :] = 0.3
+            self.bn.bias.fill_(1.0)  # every unit passes the ReLU
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.total(self.out(self.bn(self.conv(self.act(self.stem(x))))))
+
+
+def test_a_unit_fed_by_opposing_inputs_ranks_first(curves, tmp_path):
+    net = mti.load_model(Fight(), input_size=(3, 16, 16))
+    result = mti.census(net, ["bn", "out"], str(curves), run_dir=tmp_path, **OPTIONS)
+    assert {(r["layer"], r["unit"]) for r in result.rows[:2]} == {("bn", 1), ("out", 1)}
+    first = result.rows[0]
+    assert first["e_plus_mean"] > 1 and first["e_plus_mean"] == pytest.approx(first["e_minus_mean"])
+    assert all(r["tension_p90"] == 0 for r in result.rows[2:])
+    # bn: the closed form over conv; out (after the ReLU): a batched backward from act
+    assert [(x["attr_layer"], x["closed_form"]) for x in result.table["layers"]] == [
+        ("conv:in", True),
+        ("act", False),
+    ]
+    with pytest.raises(MTIConfigError, match="'total' has value shape .*no channels"):
+        mti.census(net, ["total"], str(curves), run_dir=tmp_path, **OPTIONS)
