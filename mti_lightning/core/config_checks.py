@@ -142,6 +142,11 @@ def _check_census(cfg: dict[str, Any]) -> None:
     job, jobs = _get(cfg, "census.job"), _get(cfg, "census.jobs")
     if _is_number(job, True) and _is_number(jobs, True) and not 0 <= job < jobs:
         raise MTIConfigError(f"census.job={job} with census.jobs={jobs}; valid: 0..{jobs - 1}")
+    if _is_number(jobs, True) and jobs > 1 and _get(cfg, "census.out") is None:
+        raise MTIConfigError(
+            f"census.jobs={jobs} needs census.out=DIR: the census directory its jobs share "
+            "(each job of a multirun has its own run directory)"
+        )
 
 
 def _good_devices(devices: Any) -> bool:

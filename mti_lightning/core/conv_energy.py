@@ -110,14 +110,40 @@ def conv_unit_energies(
     same for every image, so ``E+ = <a+, relu(G_k)> + <a-, relu(-G_k)>``, one matrix product)."""
     if position == "mean":
         return _mean_energies(a, conv, bn, channels)
+    if position == "center":
+        a, conv = _center_window(a, conv)
     maps = conv_energies(a, conv, bn)
-    act = maps["activation"][:, channels].flatten(2)
+    act = maps["activation"][:, channels].flatten(2)  # center: the window's one position
     if position == "center":
         h, w = maps["activation"].shape[2:]
         index = torch.full_like(act[:, :, :1], (h // 2) * w + w // 2, dtype=torch.int64)
     else:
         index = act.argmax(2, keepdim=True)
     return {k: v[:, channels].flatten(2).gather(2, index)[:, :, 0] for k, v in maps.items()}
+
+
+def _center_window(a: torch.Tensor, conv: nn.Conv2d) -> tuple[torch.Tensor, nn.Conv2d]:
+    """The part of ``a`` (zero-padded) that the output map's centre position reads, and a
+    convolution without padding over it: its one output is that position, exactly, at a
+    fraction of the whole map's cost."""
+    (h, w), (kh, kw) = a.shape[2:], conv.kernel_size
+    (sh, sw), (ph, pw), (dh, dw) = conv.stride, conv.padding, conv.dilation
+    out_h = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    out_w = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    top, left = (out_h // 2) * sh, (out_w // 2) * sw
+    padded = torch.nn.functional.pad(a, (pw, pw, ph, ph))
+    window = padded[:, :, top : top + dh * (kh - 1) + 1, left : left + dw * (kw - 1) + 1]
+    bare = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=conv.bias is not None,
+        device="meta",
+    )
+    bare.weight, bare.bias = conv.weight, conv.bias
+    return window, bare
 
 
 def _mean_energies(
