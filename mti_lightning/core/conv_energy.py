@@ -105,45 +105,58 @@ def conv_unit_energies(
     position: str = "center",
 ) -> dict[str, torch.Tensor]:
     """The energies and activation ``(B, K)`` of units ``channels`` read at ``position``:
-    ``center`` (the output map's centre), ``max`` (each image's largest value of the unit,
+    ``center`` (the output map's centre; only the window it reads is computed), ``max`` (each image's largest value of the unit,
     where its energies are read) or ``mean`` (the spatial mean: its gradient ``G_k`` is the
     same for every image, so ``E+ = <a+, relu(G_k)> + <a-, relu(-G_k)>``, one matrix product)."""
     if position == "mean":
         return _mean_energies(a, conv, bn, channels)
     if position == "center":
-        a, conv = _center_window(a, conv)
+        return _center_energies(a, conv, bn, channels)
     maps = conv_energies(a, conv, bn)
-    act = maps["activation"][:, channels].flatten(2)  # center: the window's one position
-    if position == "center":
-        h, w = maps["activation"].shape[2:]
-        index = torch.full_like(act[:, :, :1], (h // 2) * w + w // 2, dtype=torch.int64)
-    else:
-        index = act.argmax(2, keepdim=True)
+    index = maps["activation"][:, channels].flatten(2).argmax(2, keepdim=True)
     return {k: v[:, channels].flatten(2).gather(2, index)[:, :, 0] for k, v in maps.items()}
 
 
-def _center_window(a: torch.Tensor, conv: nn.Conv2d) -> tuple[torch.Tensor, nn.Conv2d]:
-    """The part of ``a`` (zero-padded) that the output map's centre position reads, and a
-    convolution without padding over it: its one output is that position, exactly, at a
-    fraction of the whole map's cost."""
+def _center_energies(
+    a: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, channels: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The closed form at the output map's centre only: the zero-padded window of ``a`` that
+    the centre reads, times the kernels, as grouped matrix products (a convolution with one
+    output position, without the convolution kernels' per-call set-up)."""
     (h, w), (kh, kw) = a.shape[2:], conv.kernel_size
     (sh, sw), (ph, pw), (dh, dw) = conv.stride, conv.padding, conv.dilation
     out_h = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     out_w = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    top, left = (out_h // 2) * sh, (out_w // 2) * sw
-    padded = torch.nn.functional.pad(a, (pw, pw, ph, ph))
-    window = padded[:, :, top : top + dh * (kh - 1) + 1, left : left + dw * (kw - 1) + 1]
-    bare = nn.Conv2d(
-        conv.in_channels,
-        conv.out_channels,
-        conv.kernel_size,
-        dilation=conv.dilation,
-        groups=conv.groups,
-        bias=conv.bias is not None,
-        device="meta",
-    )
-    bare.weight, bare.bias = conv.weight, conv.bias
-    return window, bare
+    top, left = (out_h // 2) * sh - ph, (out_w // 2) * sw - pw
+    rows = torch.arange(kh, device=a.device) * dh + top
+    cols = torch.arange(kw, device=a.device) * dw + left
+    inside = ((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None, :]
+    window = a[:, :, rows.clamp(0, h - 1)][:, :, :, cols.clamp(0, w - 1)] * inside
+    g = conv.groups
+    x = window.reshape(a.shape[0], g, -1)  # (B, G, C_in/G * kh * kw)
+    weight = conv.weight.to(a.dtype)
+    wg = weight.reshape(g, weight.shape[0] // g, -1)  # (G, C_out/G, C_in/G * kh * kw)
+    scale, shift = bn_affine(bn, weight.shape[0], a)
+
+    def mm(xs: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bgi,goi->bgo", xs, ws).flatten(1)[:, channels]
+
+    xp, xm, wp, wm = x.clamp_min(0), (-x).clamp_min(0), wg.clamp_min(0), (-wg).clamp_min(0)
+    plus, minus = mm(xp, wp) + mm(xm, wm), mm(xp, wm) + mm(xm, wp)
+    xp2, xm2, wp2, wm2 = xp.square(), xm.square(), wp.square(), wm.square()
+    plus2, minus2 = mm(xp2, wp2) + mm(xm2, wm2), mm(xp2, wm2) + mm(xm2, wp2)
+    s = scale[channels]
+    flip, mag = s < 0, s.abs()
+    pre = mm(x, wg)
+    if conv.bias is not None:
+        pre = pre + conv.bias.to(a.dtype)[channels]
+    return {
+        "e_plus": torch.where(flip, minus, plus) * mag,
+        "e_minus": torch.where(flip, plus, minus) * mag,
+        "e_plus_l2": torch.where(flip, minus2, plus2).clamp_min(0).sqrt() * mag,
+        "e_minus_l2": torch.where(flip, plus2, minus2).clamp_min(0).sqrt() * mag,
+        "activation": pre * s + shift[channels],
+    }
 
 
 def _mean_energies(

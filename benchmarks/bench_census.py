@@ -1,0 +1,159 @@
+"""Benchmark 7: the inhibition census's data side.
+
+1. The closed form against one backward per unit: E+ and E- of every channel of resnet18's
+   ``layer3.0.bn1`` (random init, attribution at ``layer2.1.act2``, the input of
+   ``layer3.0.conv1``) at the centre position for a batch of images, against the reference:
+   one forward to ``bn1``, then one backward per channel (``retain_graph``), each giving that
+   channel's attribution map and energies. The backwards are timed for a sample of channels
+   and counted for all of them; the two agree (largest relative difference reported).
+2. The whole data side (the census pass's per-chunk work: the forward to the attribution
+   layer, the energies and activations of every channel, the chunk's top-k by tension)
+   against the forward to the attribution layer alone: the limit.
+3. CurveNet's whole census (every unit of every layer, ``mti.census`` as users run it: data
+   pass, merge, figure) end to end over curve images: wall time and peak memory (RSS).
+
+    python -m benchmarks.bench_census --device cpu [--quick] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks import common
+from mti_lightning.core.attribution import attribution_from, energies
+from mti_lightning.core.conv_energy import one_conv_path
+from mti_lightning.core.models import load_seeded
+from mti_lightning.core.probes import capture
+from mti_lightning.shells.unit_pass import UnitGroup, UnitsReduce
+
+LAYER, ATTR = "layer3.0.bn1", "layer2.1.act2"
+# batch, side, sampled backwards, CurveNet census images
+CONFIGS = {"cpu": (16, 224, 32, 2000), "cuda": (64, 224, 256, 50000), "quick": (4, 96, 8, 200)}
+COLUMNS = ["what", "seconds", "units", "units_s", "speedup", "ratio", "peak_mb"]
+
+
+def options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repeats", type=int, default=5, help="timings per figure (best kept)")
+
+
+def best(fn, repeats: int, device: str) -> float:
+    """The fastest of ``repeats`` runs of ``fn`` (after one warm-up), in seconds."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        common.sync(device)
+        start = time.perf_counter()
+        fn()
+        common.sync(device)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def curvenet_census(n_images: int, out: Path) -> dict:
+    import mti_lightning as mti
+
+    start = time.perf_counter()
+    result = mti.census(
+        "curvenet", ["all"], "curves", run_dir=out, curves_n=n_images, logger=None,
+        batch_size=256, shard_size=512,
+    )
+    return {"seconds": time.perf_counter() - start, "units": len(result.rows)}
+
+
+def main() -> None:
+    args = common.parse_args(__doc__.split("\n\n")[0], options)
+    common.setup(args)
+    batch, side, sampled, n_curves = CONFIGS["quick" if args.quick else args.device]
+    device = torch.device(args.device)
+    results = common.Results(
+        args.out, "census", args,
+        {"model": "resnet18 (timm, random init)", "layer": LAYER, "attr_layer": ATTR,
+         "batch": batch, "side": side, "sampled_backwards": sampled, "position": "center",
+         "curvenet_images": n_curves},
+    )
+    # 3 first: the process's peak RSS only grows, so CurveNet's figure comes before resnet18's
+    with tempfile.TemporaryDirectory() as tmp:
+        common.reset_peak_memory(args.device)
+        row = curvenet_census(n_curves, Path(tmp))
+        results.add({
+            "what": f"CurveNet census, every unit, {n_curves} curve images (end to end)",
+            "seconds": row["seconds"], "units": row["units"],
+            "units_s": row["units"] / row["seconds"],
+            "peak_mb": common.peak_memory_mb(args.device),
+        })
+
+    lm = load_seeded("resnet18", 0, input_size=(3, side, side)).to(device)
+    images = torch.rand(batch, 3, side, side, generator=torch.Generator().manual_seed(0))
+    images = images.to(device)
+    x = lm.normalize(images)
+    path = one_conv_path(lm.model, LAYER, x[:2], ATTR)
+    assert path is not None, "layer2.1.act2 -> layer3.0.conv1 -> bn1 should be one convolution"
+    n = lm.model.get_submodule(path.conv).out_channels
+    reduce = UnitsReduce(lm.model, [UnitGroup("g", LAYER, ATTR, tuple(range(n)), path)], "center")
+
+    def data_side() -> dict:
+        with torch.no_grad():
+            out = reduce(lm, images)
+            tension = torch.minimum(out["g/e_plus"], out["g/e_minus"])
+            out["top"] = tension.topk(min(8, batch), dim=0).indices
+        return out
+
+    def forward_only() -> None:
+        with torch.no_grad():
+            capture(lm.model, x, [ATTR])
+
+    # the reference: one forward, then one backward per channel
+    with torch.enable_grad():
+        acts = capture(lm.model, x.detach().requires_grad_(True), [ATTR, LAYER])
+        a, value = acts[ATTR], acts[LAYER]
+        h, w = value.shape[2:]
+        centre = value[:, :, h // 2, w // 2]  # (B, C)
+        units = torch.linspace(0, n - 1, sampled).round().long().tolist()
+        ref = {}
+
+        def backwards() -> None:
+            for u in units:
+                ref[u] = energies(attribution_from({ATTR: a}, centre[:, u], [ATTR])[ATTR])
+
+        per_unit = best(backwards, max(1, args.repeats // 2), args.device) / len(units)
+    closed = best(lambda: reduce(lm, images), args.repeats, args.device)
+    got = data_side()
+    worst = 0.0
+    for u in units:
+        for key in ("e_plus", "e_minus"):
+            want = getattr(ref[u], key)
+            diff = (got[f"g/{key}"][:, u] - want).abs().max() / want.abs().max().clamp_min(1e-12)
+            worst = max(worst, float(diff))
+    fwd = best(forward_only, args.repeats, args.device)
+    whole = best(data_side, args.repeats, args.device)
+    energies_only = closed - fwd
+    results.add({
+        "what": f"one backward per unit ({LAYER}, {n} units, counted from {len(units)} timed)",
+        "seconds": per_unit * n, "units": n, "units_s": 1 / per_unit,
+    })
+    results.add({
+        "what": "closed form: forward to the attribution layer + E+/E- of every unit",
+        "seconds": closed, "units": n, "units_s": n / closed,
+        "speedup": per_unit * n / closed, "max_rel_diff": worst,
+    })
+    results.add({
+        "what": "closed-form energies alone (minus the forward)", "seconds": energies_only,
+        "units": n, "speedup": per_unit * n / max(energies_only, 1e-9),
+    })
+    results.add({"what": "forward to the attribution layer alone", "seconds": fwd})
+    results.add({
+        "what": "whole data side (forward, energies of every unit, top-k)", "seconds": whole,
+        "units": n, "ratio": whole / fwd,
+    })
+    print(common.table(results.data["rows"], COLUMNS))
+    print(f"largest relative difference closed form vs backward: {worst:.2e}")
+    print(f"wrote {results.path}")
+
+
+if __name__ == "__main__":
+    main()
