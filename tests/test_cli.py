@@ -143,6 +143,7 @@ NEW_USER = [
     (["logger=neptune"], "logger=neptune: no such logger config; valid: csv, wandb"),
     (["search.steps=abc"], "search.steps='abc'; must be an integer >= 1"),
     (["experiment=atlas", "atlas.grid=0"], "atlas.grid=0; must be an integer >= 1"),
+    (["experiment=census", "census.layers=[1.5]"], "census.layers: depth 1.5 outside (0, 1]"),
 ]
 
 
