@@ -103,13 +103,15 @@ def conv_unit_energies(
     bn: nn.BatchNorm2d | None,
     channels: torch.Tensor,
     position: str = "center",
+    mean_grad: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The energies and activation ``(B, K)`` of units ``channels`` read at ``position``:
     ``center`` (the output map's centre; only the window it reads is computed), ``max`` (each image's largest value of the unit,
     where its energies are read) or ``mean`` (the spatial mean: its gradient ``G_k`` is the
-    same for every image, so ``E+ = <a+, relu(G_k)> + <a-, relu(-G_k)>``, one matrix product)."""
+    same for every image, so ``E+ = <a+, relu(G_k)> + <a-, relu(-G_k)>``, one matrix product;
+    ``mean_grad``: :func:`mean_gradient`, computed once for many batches)."""
     if position == "mean":
-        return _mean_energies(a, conv, bn, channels)
+        return _mean_energies(a, conv, bn, channels, mean_grad)
     if position == "center":
         return _center_energies(a, conv, bn, channels)
     maps = conv_energies(a, conv, bn)
@@ -159,30 +161,44 @@ def _center_energies(
     }
 
 
-def _mean_energies(
-    a: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, channels: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    w = conv.weight.to(a.dtype)
-    pre = _conv(a[:1], w, conv)
-    k, (c_out, h, wd) = channels.numel(), pre.shape[1:]
-    scale, shift = bn_affine(bn, c_out, a)
-    grad_out = a.new_zeros(k, c_out, h, wd)
+def mean_gradient(
+    conv: nn.Conv2d, bn: nn.BatchNorm2d | None, channels: torch.Tensor, like: torch.Tensor
+) -> torch.Tensor:
+    """``d mean_k / d a`` ``(K, C_in*H*W)`` of the spatial means of ``channels`` for maps
+    shaped like ``like`` ``(B, C_in, H, W)``: the same for every image (keep it across
+    batches)."""
+    w = conv.weight.to(like.dtype)
+    h, wd = _conv(like[:1], w, conv).shape[2:]
+    k = channels.numel()
+    scale, _ = bn_affine(bn, w.shape[0], like)
+    grad_out = like.new_zeros(k, w.shape[0], h, wd)
     grad_out[torch.arange(k), channels] = (scale[channels] / (h * wd)).view(k, 1, 1)
-    g = torch.nn.grad.conv2d_input(
-        (k, *a.shape[1:]), w, grad_out, conv.stride, conv.padding, conv.dilation, conv.groups
-    ).flatten(1)  # (K, C_in*H*W): d mean_k / d a
+    return torch.nn.grad.conv2d_input(
+        (k, *like.shape[1:]), w, grad_out, conv.stride, conv.padding, conv.dilation, conv.groups
+    ).flatten(1)
+
+
+def _mean_energies(
+    a: torch.Tensor,
+    conv: nn.Conv2d,
+    bn: nn.BatchNorm2d | None,
+    channels: torch.Tensor,
+    g: torch.Tensor | None,
+) -> dict[str, torch.Tensor]:
+    g = mean_gradient(conv, bn, channels, a) if g is None else g
     gp, gm = g.clamp_min(0).T, (-g).clamp_min(0).T
     ap, am = a.flatten(1).clamp_min(0), (-a.flatten(1)).clamp_min(0)
-    pre = _conv(a, w, conv)
+    # the mean's activation: a . g plus the conv's bias and the BatchNorm's shift
+    scale, shift = bn_affine(bn, conv.out_channels, a)
+    base = shift[channels]
     if conv.bias is not None:
-        pre = pre + conv.bias.to(a.dtype).view(1, -1, 1, 1)
-    act = pre[:, channels].mean((2, 3)) * scale[channels] + shift[channels]
+        base = base + conv.bias.to(a.dtype)[channels] * scale[channels]
     return {
         "e_plus": ap @ gp + am @ gm,
         "e_minus": ap @ gm + am @ gp,
         "e_plus_l2": (ap.square() @ gp.square() + am.square() @ gm.square()).sqrt(),
         "e_minus_l2": (ap.square() @ gm.square() + am.square() @ gp.square()).sqrt(),
-        "activation": act,
+        "activation": a.flatten(1) @ g.T + base,
     }
 
 

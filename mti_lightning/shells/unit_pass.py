@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mti_lightning.core.conv_energy import ConvPath, conv_unit_energies
+from mti_lightning.core.conv_energy import ConvPath, conv_unit_energies, mean_gradient
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.probes import capture
 from mti_lightning.core.unit_attribution import unit_energies
@@ -54,6 +54,7 @@ class UnitsReduce:
         self.groups, self.position = groups, position
         self.units_per_backward = units_per_backward
         self.modules: dict[str, tuple[nn.Module, nn.Module | None]] = {}
+        self.mean_grads: dict[tuple, torch.Tensor] = {}  # position mean: one per group
         for g in groups:
             if g.path is not None:
                 bn = model.get_submodule(g.path.bn) if g.path.bn else None
@@ -76,7 +77,10 @@ class UnitsReduce:
                 for g in closed:
                     a = acts[g.attr_layer].float()
                     channels = torch.tensor(g.channels, dtype=torch.int64, device=a.device)
-                    found = conv_unit_energies(a, *self.modules[g.key], channels, self.position)
+                    grad = self._mean_grad(g, channels, a) if self.position == "mean" else None
+                    found = conv_unit_energies(
+                        a, *self.modules[g.key], channels, self.position, grad
+                    )
                     out.update({f"{g.key}/{k}": found[k] for k in UNIT_KEYS})
         for g in self.groups:
             if g.path is None:
@@ -91,6 +95,13 @@ class UnitsReduce:
                 )
                 out.update({f"{g.key}/{k}": found[k].detach().float() for k in UNIT_KEYS})
         return out
+
+    def _mean_grad(self, g: UnitGroup, channels: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """The group's mean-position gradient, computed once per map shape and device."""
+        key = (g.key, tuple(a.shape[1:]), a.device, a.dtype)
+        if key not in self.mean_grads:
+            self.mean_grads[key] = mean_gradient(*self.modules[g.key], channels, a)
+        return self.mean_grads[key]
 
     def empty(self, device: torch.device) -> dict[str, torch.Tensor]:
         """Zero-row results (a shard whose every image failed to decode)."""
