@@ -125,14 +125,14 @@ def test_batched_backward_equals_attribution_on_vit_tokens() -> None:
 
     torch.manual_seed(0)
     net = VisionTransformer(
-        img_size=16, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=3
+        img_size=16, patch_size=8, embed_dim=8, depth=2, num_heads=2, num_classes=3
     )
     lm = load_model(net, input_size=(3, 16, 16))
     images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
     for position, spec_position in (("center", "cls"), ("mean", "mean")):
-        got = unit_energies(lm, images, "blocks.1", range(16), "blocks.0", position, 8)
+        got = unit_energies(lm, images, "blocks.1", range(8), "blocks.0", position, 4)
         out = {k: [] for k in got}
-        for unit in range(16):
+        for unit in range(8):
             specs = [FeatureSpec("blocks.1", unit, spec_position)] * 2
             ref = attribute(lm, images, build_readout(lm.model, lm.input_size, specs), ["blocks.0"])
             for key in ("e_plus", "e_minus", "e_plus_l2", "e_minus_l2"):

@@ -1,7 +1,8 @@
 """The per-unit statistics of a census layer, from its per-image energies and activations.
 
 For each unit, over the images: ``E+`` and ``E-`` means, tension ``min(E+, E-)`` (mean; 50th,
-90th and 99th percentiles), tension ratio ``min/max`` (mean), ``frac_tense`` (the share of
+90th and 99th percentiles), tension ratio ``min/max`` (mean and the same percentiles),
+``frac_tense`` (the share of
 images whose tension exceeds ``threshold`` times the unit's mean ``max(E+, E-)``: inhibition
 at least that share of the unit's usual drive, a scale-free test comparable across units and
 layers), the activation's distribution (mean, 1st/50th/99th percentiles, a histogram) and the
@@ -48,6 +49,9 @@ def unit_rows(
         "tension_p90": _q(tension, 0.9),
         "tension_p99": _q(tension, 0.99),
         "ratio_mean": ratio.mean(0),
+        "ratio_p50": _q(ratio, 0.5),
+        "ratio_p90": _q(ratio, 0.9),
+        "ratio_p99": _q(ratio, 0.99),
         "e_plus_mean": ep.mean(0),
         "e_minus_mean": em.mean(0),
         "frac_tense": tense,
