@@ -215,19 +215,33 @@ def _plain_bn(module: nn.Module) -> bool:
     )
 
 
-def _trace(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[Any, Any]]:
-    """``{module name: (first input, output)}`` of every module in one forward (the tensors
-    themselves, kept alive so that identity comparisons hold)."""
-    seen: dict[str, tuple[Any, Any]] = {}
+Value = tuple[Any, int]  # a tensor and its version counter when it was read
+
+
+def _trace(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[Value, Value]]:
+    """``{module name: (input, output)}`` of every module's first call in one forward, each
+    as the tensor itself (kept alive, so identity comparisons hold) with its version counter
+    then: a tensor written in place in between (``x += shortcut``) is another value."""
+    inputs: dict[str, Value] = {}
+    seen: dict[str, tuple[Value, Value]] = {}
     handles = []
+
+    def version(t: Any) -> int:
+        return t._version if isinstance(t, torch.Tensor) else -1
+
     for name, module in model.named_modules():
         if not name:
             continue
 
-        def hook(_m, args, out, name=name):
-            if name not in seen:
-                seen[name] = (args[0] if args else None, out)
+        def pre(_m, args, name=name):
+            if name not in inputs and args:
+                inputs[name] = (args[0], version(args[0]))
 
+        def hook(_m, _args, out, name=name):
+            if name not in seen:
+                seen[name] = (inputs.get(name, (None, -1)), (out, version(out)))
+
+        handles.append(module.register_forward_pre_hook(pre))
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -236,6 +250,10 @@ def _trace(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[Any, Any]
         for h in handles:
             h.remove()
     return seen
+
+
+def _same(a: Value, b: Value) -> bool:
+    return a[0] is b[0] and a[1] == b[1]
 
 
 def one_conv_path(
@@ -251,11 +269,11 @@ def one_conv_path(
         return None
     value = seen[ref.module][1] if ref.port == "out" else seen[ref.module][0]
     modules = dict(model.named_modules())
-    producers = [n for n, (_, out) in seen.items() if out is value]
+    producers = [n for n, (_, out) in seen.items() if _same(out, value)]
     conv, bn = None, None
     for name in producers:
         if _plain_bn(modules[name]):
-            feeds = [c for c, (_, out) in seen.items() if out is seen[name][0]]
+            feeds = [c for c, (_, out) in seen.items() if _same(out, seen[name][0])]
             hits = [c for c in feeds if _plain_conv(modules[c])]
             if hits:
                 conv, bn = hits[0], name
@@ -264,7 +282,6 @@ def one_conv_path(
             conv = name
     if conv is None:
         return None
-    conv_input = seen[conv][0]
     if attr_layer is None:
         return ConvPath(conv, bn, f"{conv}:in")
     aref = LayerRef.parse(attr_layer)
@@ -272,4 +289,4 @@ def one_conv_path(
     if aref.module not in seen:
         return None
     attr_value = seen[aref.module][1] if aref.port == "out" else seen[aref.module][0]
-    return ConvPath(conv, bn, attr_layer) if attr_value is conv_input else None
+    return ConvPath(conv, bn, attr_layer) if _same(attr_value, seen[conv][0]) else None

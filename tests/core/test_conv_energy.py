@@ -99,6 +99,26 @@ def test_not_one_convolution() -> None:
     assert one_conv_path(lm.model, "1", example) is None  # the ReLU's output
 
 
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3).eval()
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.conv(x))
+        y += x  # in place: the ReLU's input is the BatchNorm's output tensor, changed
+        return self.act(y)
+
+
+def test_a_residual_sum_written_in_place_is_not_one_convolution() -> None:
+    net = Residual()
+    example = torch.rand(1, 3, SIZE, SIZE)
+    assert one_conv_path(net, "act:in", example) is None
+    assert one_conv_path(net, "bn", example).conv == "conv"
+
+
 def test_batched_backward_equals_attribution_on_a_two_layer_path() -> None:
     lm = _net(lambda: nn.Conv2d(4, 6, 3, padding=1), True, True)
     images = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
