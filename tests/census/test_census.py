@@ -15,7 +15,7 @@ from torch import nn
 
 import mti_lightning as mti
 from mti_lightning.core.errors import MTIConfigError
-from mti_lightning.core.io import load_tensors
+from mti_lightning.core.io import load_tensors, read_image
 from mti_lightning.shells.unit_pass import UnitsReduce
 from mti_lightning.world.curve_dataset import write_image_folder
 
@@ -76,6 +76,15 @@ def one(curves, tmp_path_factory) -> Path:
     data = load_tensors(run / "census" / "data" / "bn2.safetensors")
     assert data["e_plus"].shape == (20, 32) and data["units"].tolist() == list(range(32))
     assert (run / "census" / "depth.png").stat().st_size > 1000
+    # the pass's closed form equals the core's attribution of each unit on its own
+    lm = mti.load_model("curvenet")
+    files = json.loads((run / "census" / "files.json").read_text())
+    images = torch.stack([read_image(curves / f, (64, 64)) for f in files[:4]])
+    for unit in (0, 31):
+        ref = mti.attribute(lm, images, f"bn2:{unit}@center", "conv2:in")
+        e = ref.energies["conv2:in"]
+        for key, want in (("e_plus", e.e_plus), ("e_minus", e.e_minus), ("activation", ref.activation)):
+            torch.testing.assert_close(data[key][:4, unit], want, rtol=1e-5, atol=1e-5)
     return run
 
 
