@@ -93,7 +93,7 @@ def test_two_jobs_give_the_table_one_process_gives_and_a_merge_again_does_nothin
     first = census(tmp_path / "j0", curves, jobs=2, job=0, unit_chunk=20, out=str(out))
     assert first.rows == [] and "job(s) [1] of 2 still to finish" in capsys.readouterr().out
     # this job's chunks are over its memory budget: split, said, and the same numbers
-    census(tmp_path / "j1", curves, jobs=2, job=1, unit_chunk=20, out=str(out), max_memory_mb=0.2)
+    census(tmp_path / "j1", curves, jobs=2, job=1, unit_chunk=20, out=str(out), max_memory_mb=0.05)
     assert "splitting it into chunks of 1 images" in capsys.readouterr().out
     same_table(one, out)
     again = census(tmp_path / "j2", curves, jobs=2, job=1, unit_chunk=20, out=str(out))

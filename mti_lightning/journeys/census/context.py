@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import mti_lightning.world  # noqa: F401  (registers the built-in world's data sets)
-from mti_lightning.core.config_schema import CensusSchema, MTIConfig
+from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.models import LoadedModel, load_seeded
 from mti_lightning.journeys.census.plan import LayerPlan, Piece, job_pieces, pieces, plan_layers
@@ -41,10 +41,6 @@ class CensusRun:
         self.run_dir = Path(cfg.census.out) if cfg.census.out else Path(run_dir)
         self.dir = self.run_dir / "census"
         self._lm, self.dataset, self.logger = lm, dataset, logger
-
-    @property
-    def options(self) -> CensusSchema:
-        return self.c
 
     @cached_property
     def lm(self) -> LoadedModel:

@@ -31,8 +31,9 @@ def _groups(run: CensusRun, job: int) -> list[UnitGroup]:
 
 def _bytes_per_image(run: CensusRun, groups: list[UnitGroup], per_backward: int) -> int:
     """The largest working set one image needs in any group: the closed form's eight
-    output maps of all channels plus the attribution map's four parts; the batched path's
-    gradients, attributions and their parts for ``per_backward`` units."""
+    outputs of all channels (whole maps for ``max``, one position for ``center``, none for
+    ``mean``) plus the attribution map's parts; the batched path's gradients, attributions
+    and their parts for ``per_backward`` units."""
     names = list(dict.fromkeys([g.attr_layer for g in groups] + [g.layer for g in groups]))
     shapes = layer_shapes(run.lm.model, run.lm.input_size, names)
     worst = 0
@@ -40,7 +41,8 @@ def _bytes_per_image(run: CensusRun, groups: list[UnitGroup], per_backward: int)
         a = math.prod(shapes[g.attr_layer])
         if g.path is not None:
             plan = next(p for p in run.plans if p.name == g.layer)
-            out = plan.n_channels * math.prod(shapes[g.layer][1:] or (1,))
+            positions = math.prod(shapes[g.layer][1:]) if run.c.position == "max" else 1
+            out = plan.n_channels * positions
             need = (6 * a + 14 * out) * FLOAT
         else:
             need = 4 * per_backward * a * FLOAT
@@ -62,7 +64,7 @@ def fit_memory(run: CensusRun, groups: list[UnitGroup], who: str) -> tuple[int, 
         if fits < per_backward:
             print(
                 f"{who}: {per_backward} units per batched backward need "
-                f"~{4 * per_backward * a_max * FLOAT / 2**20:.0f} MB per image, over "
+                f"~{4 * per_backward * a_max * FLOAT / 2**20:.3g} MB per image, over "
                 f"census.max_memory_mb={c.max_memory_mb:g}; splitting into {fits} units each"
             )
             per_backward = fits
@@ -70,7 +72,7 @@ def fit_memory(run: CensusRun, groups: list[UnitGroup], who: str) -> tuple[int, 
     images = max(1, min(c.batch_size, int(budget // max(need, 1))))
     if images < c.batch_size:
         print(
-            f"{who}: a chunk of {c.batch_size} images needs ~{c.batch_size * need / 2**20:.0f} "
+            f"{who}: a chunk of {c.batch_size} images needs ~{c.batch_size * need / 2**20:.3g} "
             f"MB, over census.max_memory_mb={c.max_memory_mb:g}; splitting it into chunks of "
             f"{images} images"
         )
