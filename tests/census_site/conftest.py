@@ -19,7 +19,8 @@ from mti_lightning.core.models import LoadedModel, load_model
 from mti_lightning.shells.images import FolderSource
 from mti_lightning.world.curve_dataset import write_image_folder
 
-HOSTILE_FILE = "<img src=x onerror=alert(1)> & \"q'.png"
+HOSTILE_FILE = "<img src=x onerror=\"document.title='pwned'\"> & q.png"
+HOSTILE_LAYER = "<script>document.title='pwned'</script>"
 # (layer, attribution layer, units)
 LAYERS = [("bn2", "pool1", [0, 1, 2]), ("bn3", "pool2", [0, 1])]
 N_IMAGES = 6
@@ -116,7 +117,8 @@ def census_copy(data_census: Path, tmp_path: Path) -> Path:
 
 
 def tiny_search_options(units_per_search: int = 2, top_n: int = 4):
-    """The search side at test size: 3 steps of 1 draw, inversions of 2 steps."""
+    """The search side at test size: 3 steps of 1 draw, inversions of 2 steps, on the network
+    itself (building the fast step network costs more than 3 steps save)."""
     from dataclasses import replace
 
     from mti_lightning.core.config_schema import MTIConfig
@@ -124,7 +126,8 @@ def tiny_search_options(units_per_search: int = 2, top_n: int = 4):
 
     cfg = MTIConfig()
     inv = replace(cfg.search.inversions, steps=2, draws=1)
-    cfg = replace(cfg, search=replace(cfg.search, steps=3, draws=1, inversions=inv))
+    search = replace(cfg.search, steps=3, draws=1, inversions=inv)
+    cfg = replace(cfg, search=search, trainer=replace(cfg.trainer, fast_net=False))
     return SearchSideOptions(cfg, top_n=top_n, units_per_search=units_per_search)
 
 
@@ -141,3 +144,20 @@ def searched_census(
     census = Path(shutil.copytree(data_census, tmp_path_factory.mktemp("searched") / "census"))
     run_search_side(census, curvenet, tiny_search_options(), census_source)
     return census
+
+
+def add_hostile_unit(census: Path, source: FolderSource) -> str:
+    """Add a unit whose layer is a script and whose tensest image's file name is markup (the
+    data side would never name a layer so, but a page must show any name as text); returns
+    its spec."""
+    import json
+
+    units = json.loads((census / "units.json").read_text())
+    first = units["units"][0]
+    hostile = next(i for i in range(len(source)) if HOSTILE_FILE in source.name(i))
+    spec = f"{HOSTILE_LAYER}:0@center"
+    top = [{**first["top"][0], "index": hostile, "file": source.name(hostile)}]
+    row = {**first, "layer": HOSTILE_LAYER, "attr_layer": HOSTILE_LAYER, "spec": spec, "top": top}
+    units["units"].append({**row, "rank": len(units["units"]) + 1})
+    write_json(census / "units.json", units)
+    return spec
