@@ -6,6 +6,7 @@ One image file is named with markup, so every page that shows a file name has a 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 import mti_lightning as mti
 from mti_lightning.core.io import save_tensors, write_json
 from mti_lightning.core.models import LoadedModel, load_model
+from mti_lightning.journeys.census.site import build_site
 from mti_lightning.shells.images import FolderSource
 from mti_lightning.world.curve_dataset import write_image_folder
 
@@ -150,8 +152,6 @@ def add_hostile_unit(census: Path, source: FolderSource) -> str:
     """Add a unit whose layer is a script and whose tensest image's file name is markup (the
     data side would never name a layer so, but a page must show any name as text); returns
     its spec."""
-    import json
-
     units = json.loads((census / "units.json").read_text())
     first = units["units"][0]
     hostile = next(i for i in range(len(source)) if HOSTILE_FILE in source.name(i))
@@ -161,3 +161,18 @@ def add_hostile_unit(census: Path, source: FolderSource) -> str:
     units["units"].append({**row, "rank": len(units["units"]) + 1})
     write_json(census / "units.json", units)
     return spec
+
+
+@pytest.fixture(scope="session")
+def site(searched_census: Path, census_source, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The searched census plus a hostile unit, a circuit for the tensest unit and an atlas for
+    the second, built into a site."""
+    census = Path(shutil.copytree(searched_census, tmp_path_factory.mktemp("site") / "census"))
+    add_hostile_unit(census, census_source)
+    rows = json.loads((census / "units.json").read_text())["units"]
+    circuit = {"inhibitory": [{"channel": "<b>7</b>", "share": 0.4}], "excitatory": []}
+    write_json(census / "circuits.json", {rows[0]["spec"]: circuit})
+    shutil.copyfile(census / "depth.png", census / "atlas of <two>.png")
+    write_json(census / "atlases.json", {rows[1]["spec"]: "atlas of <two>.png"})
+    build_site(census)
+    return census

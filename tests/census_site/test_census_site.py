@@ -10,13 +10,12 @@ from __future__ import annotations
 import html
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from conftest import HOSTILE_FILE, HOSTILE_LAYER, add_hostile_unit
+from conftest import HOSTILE_FILE, HOSTILE_LAYER
 
 from mti_lightning.core.io import write_json
 from mti_lightning.journeys.census.layout import unit_slug
@@ -46,21 +45,6 @@ def dump_doms(tmp_path: Path, urls: list[str]) -> list[str]:
         for k, u in enumerate(urls)
     ]
     return [p.communicate(timeout=180)[0] for p in procs]
-
-
-@pytest.fixture(scope="module")
-def site(searched_census: Path, census_source, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The searched census plus a hostile unit, a circuit for the tensest unit and an atlas for
-    the second, built into a site."""
-    census = Path(shutil.copytree(searched_census, tmp_path_factory.mktemp("site") / "census"))
-    add_hostile_unit(census, census_source)
-    rows = json.loads((census / "units.json").read_text())["units"]
-    circuit = {"inhibitory": [{"channel": "<b>7</b>", "share": 0.4}], "excitatory": []}
-    write_json(census / "circuits.json", {rows[0]["spec"]: circuit})
-    shutil.copyfile(census / "depth.png", census / "atlas of <two>.png")
-    write_json(census / "atlases.json", {rows[1]["spec"]: "atlas of <two>.png"})
-    build_site(census)
-    return census
 
 
 def links(page: Path) -> list[str]:
