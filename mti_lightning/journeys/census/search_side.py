@@ -277,6 +277,7 @@ def run_search_side(
             "layer each)"
         )
     records: dict[str, dict[str, Any]] = {}
+    rank_zero = True  # the processes other than rank 0 of a DDP search write nothing
     for k, (attr_layer, chunk_rows) in enumerate(parts):
         specs = [r["spec"] for r in chunk_rows]
         digest = chunk_digest(specs, attr_layer, settings)
@@ -288,11 +289,13 @@ def run_search_side(
         work = census_dir / "search" / "work" / f"chunk-{digest}"
         found = run_chunk(census_dir, cfg, lm, attr_layer, chunk_rows, source, work)
         if found is None:
+            rank_zero = False
             continue
         write_json(path, {"specs": specs, "attr_layer": attr_layer, **settings, "units": found})
         shutil.rmtree(work, ignore_errors=True)
         records |= found
-    write_search_json(census_dir, units, rows, records, data_max)
+    if rank_zero:
+        write_search_json(census_dir, units, rows, records, data_max)
 
 
 def write_search_json(
