@@ -12,7 +12,7 @@ from conftest import tiny_search_options
 from PIL import Image
 
 from mti_lightning.core.errors import MTIConfigError
-from mti_lightning.core.io import load_tensors
+from mti_lightning.core.io import load_tensors, write_json
 from mti_lightning.journeys.census.search_side import IMAGE_FILES, run_search_side
 
 
@@ -54,6 +54,11 @@ def test_a_second_run_writes_nothing(searched_census: Path, curvenet, census_sou
 def test_bad_options_fail_before_any_work(census_copy: Path, curvenet, census_source) -> None:
     with pytest.raises(MTIConfigError, match="units_per_search=0"):
         run_search_side(census_copy, curvenet, tiny_search_options(units_per_search=0))
+    units = json.loads((census_copy / "units.json").read_text())
+    units["units"][0]["top"][0]["index"] = (units["units"][0]["top"][0]["index"] + 1) % 6
+    write_json(census_copy / "units.json", units)
+    with pytest.raises(MTIConfigError, match="give the census's own data"):
+        run_search_side(census_copy, curvenet, tiny_search_options(), census_source)
     (census_copy / "data" / "bn2.safetensors").unlink()
     with pytest.raises(MTIConfigError, match="bn2.safetensors is missing"):
         run_search_side(census_copy, curvenet, tiny_search_options(top_n=0), census_source)

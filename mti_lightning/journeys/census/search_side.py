@@ -155,24 +155,36 @@ def chunk_digest(specs: list[str], attr_layer: str, settings: dict[str, Any]) ->
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _tensest_images(
-    source: ImageSource, rows: list[dict[str, Any]]
-) -> tuple[torch.Tensor, list[int]]:
-    """The tensest data image (``top[0]``) of each row that has one and decodes, and the
-    positions of those rows; the source must be the census's (its names are checked)."""
-    images, kept = [], []
-    for k, r in enumerate(rows):
+def same_file(a: str, b: str) -> bool:
+    """Whether two names of a data image agree (one may carry the folder the other lacks)."""
+    return a == b or a.endswith("/" + b) or b.endswith("/" + a)
+
+
+def check_source(source: ImageSource, rows: list[dict[str, Any]]) -> None:
+    """A clear error unless ``source`` holds each row's tensest image (``top[0]``) where the
+    data side found it: the search side must read the census's own data."""
+    for r in rows:
         if not r.get("top"):
             continue
         top = r["top"][0]
         index = int(top["index"])
-        if index >= len(source) or source.name(index) != top["file"]:
-            found = source.name(index) if index < len(source) else "nothing"
+        found = source.name(index) if 0 <= index < len(source) else None
+        if found is None or not same_file(found, str(top["file"])):
             raise MTIConfigError(
-                f"data image {index} of the census is {top['file']!r} but the image source "
-                f"holds {found!r} there; give the census's own data"
+                f"the census's tensest image of {r['spec']} is {top['file']!r} (image {index}), "
+                f"but the image source holds {found or 'no image'!r} there; give the census's "
+                "own data"
             )
-        img = source.load(index)
+
+
+def _tensest_images(
+    source: ImageSource, rows: list[dict[str, Any]]
+) -> tuple[torch.Tensor, list[int]]:
+    """The tensest data image (``top[0]``) of each row that has one and decodes, and the
+    positions of those rows."""
+    images, kept = [], []
+    for k, r in enumerate(rows):
+        img = source.load(int(r["top"][0]["index"])) if r.get("top") else None
         if img is not None:
             images.append(img)
             kept.append(k)
@@ -267,6 +279,7 @@ def run_search_side(
     if source is None:
         data = opts.data if opts.data is not None else units.get("data")
         source = open_source(data, tuple(lm.input_size[1:]), opts.data_root or None)
+    check_source(source, rows)
     cfg = opts.config
     settings = settings_record(cfg)
     parts = chunks(rows, opts.units_per_search)

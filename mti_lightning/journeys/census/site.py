@@ -56,10 +56,18 @@ def _thumbnail(source: Path, target: Path) -> bool:
     return True
 
 
-def _inside(folder: Path, name: str) -> Path | None:
-    """``folder/name`` when it is a file inside ``folder`` (a name never leads out of it)."""
-    path = (folder / name).resolve()
-    return path if path.is_file() and path.is_relative_to(folder.resolve()) else None
+def _original(folder: Path | None, name: str) -> Path | None:
+    """The data image file ``name``: an absolute path as it is, a relative one inside
+    ``folder`` (never leading out of it); None when there is no such file."""
+    if Path(name).is_absolute():
+        path = Path(name)
+    elif folder is not None:
+        path = (folder / name).resolve()
+        if not path.is_relative_to(folder.resolve()):
+            return None
+    else:
+        return None
+    return path if path.is_file() else None
 
 
 def _tops(
@@ -69,7 +77,7 @@ def _tops(
     out = []
     site = census / "site" / unit_slug(row["spec"])
     for k, top in enumerate(row.get("top") or []):
-        original = _inside(folder, str(top.get("file", ""))) if folder else None
+        original = _original(folder, str(top.get("file", "")))
         thumb = None
         target = site / f"top_{k}.png"
         if original is not None and _thumbnail(original, target):
@@ -108,10 +116,12 @@ def _atlas(census: Path, row: dict[str, Any], found: dict[str, Any], atlases: di
     return f"../{target.relative_to(census).as_posix()}"
 
 
-def build_site(census_dir: Path) -> Path:
+def build_site(census_dir: Path, images: Path | None = None) -> Path:
     """Write the census site of ``census_dir`` (which holds the data side's ``units.json``) and
-    return its ``index.html``. Rebuilding redraws only figures whose sources changed and drops
-    the pages of units no longer in the census."""
+    return its ``index.html``. ``images``: the folder the tensest images' file names are
+    relative to (default: units.json's ``data`` where that is a folder; a built-in source
+    passes the folder it wrote). Rebuilding redraws only figures whose sources changed and
+    drops the pages of units no longer in the census."""
     census = Path(census_dir)
     units = read_units(census)
     rows = sorted(units["units"], key=lambda r: r["rank"])
@@ -119,7 +129,12 @@ def build_site(census_dir: Path) -> Path:
     circuits = read_optional(census, CIRCUITS_JSON)
     atlases = read_optional(census, ATLASES_JSON)
     data = units.get("data")
-    folder = Path(data) if isinstance(data, str) and data and Path(data).is_dir() else None
+    if images is not None:
+        folder: Path | None = Path(images)
+    elif isinstance(data, str) and data and Path(data).is_dir():
+        folder = Path(data)
+    else:
+        folder = None
     pages = {r["spec"]: f"pages/{unit_slug(r['spec'])}.html" for r in rows}
     values_of: dict[str, Any] = {}
     thumbs = {}
