@@ -134,18 +134,28 @@ def tiny_search_options(units_per_search: int = 2, top_n: int = 4):
 
 
 @pytest.fixture(scope="session")
-def searched_census(
+def search_runs(
     tmp_path_factory: pytest.TempPathFactory,
     data_census: Path,
     curvenet: LoadedModel,
     census_source: FolderSource,
-) -> Path:
-    """:func:`data_census` with the search side run on its 4 tensest units, 2 per search."""
+) -> tuple[Path, dict[Path, int]]:
+    """:func:`data_census` searched in two calls, as a run stopped after its first chunk and
+    rerun would be: the 2 tensest units (one chunk), then the 4 tensest, 2 per search. Returns
+    the census and the files the first call left, with their modification times."""
     from mti_lightning.journeys.census.search_side import run_search_side
 
     census = Path(shutil.copytree(data_census, tmp_path_factory.mktemp("searched") / "census"))
-    run_search_side(census, curvenet, tiny_search_options(), census_source)
-    return census
+    run_search_side(census, curvenet, tiny_search_options(top_n=2), census_source)
+    first = {p: p.stat().st_mtime_ns for p in census.rglob("*") if p.is_file()}
+    run_search_side(census, curvenet, tiny_search_options(top_n=4), census_source)
+    return census, first
+
+
+@pytest.fixture(scope="session")
+def searched_census(search_runs: tuple[Path, dict[Path, int]]) -> Path:
+    """:func:`data_census` with the search side run on its 4 tensest units, 2 per search."""
+    return search_runs[0]
 
 
 def add_hostile_unit(census: Path, source: FolderSource) -> str:

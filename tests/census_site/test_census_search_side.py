@@ -44,6 +44,18 @@ def test_search_over_data_is_over_the_datas_largest_tension(searched_census: Pat
         assert entry["search_over_data"] == pytest.approx(entry["end_tension"] / top, rel=1e-6)
 
 
+def test_a_rerun_continues_after_the_finished_chunks(search_runs) -> None:
+    """The second call of the fixture (4 units) kept the first call's chunk (2 units) as it was
+    and added the other chunk."""
+    census, first = search_runs
+    (done,) = [p for p in first if p.parent.name == "search" and p.name.startswith("chunk-")]
+    kept = [p for p in first if p.parent.parent.name == "units"] + [done]
+    assert len(kept) == 1 + 2 * 8  # the chunk's record, 8 images of each of its 2 units
+    assert all(p.stat().st_mtime_ns == first[p] for p in kept)
+    assert len(list((census / "search").glob("chunk-*.json"))) == 2
+    assert len(json.loads((census / "search.json").read_text())["units"]) == 4
+
+
 def test_a_second_run_writes_nothing(searched_census: Path, curvenet, census_source) -> None:
     before = {p: p.stat().st_mtime_ns for p in searched_census.rglob("*")}
     run_search_side(searched_census, curvenet, tiny_search_options(), census_source)
