@@ -274,10 +274,16 @@ def unit_page(
         "<h2>Over the data</h2>",
         data_numbers,
         "<h2>Feature visualisation</h2>",
-        _figure(assets.get("viz_plus"), "+ (raises the unit)"),
-        _figure(assets.get("viz_minus"), "- (lowers the unit)"),
-        "<h2>Maximally tense image</h2>",
     ]
+    missing = '<p class="missing">the search side has not run for this unit</p>'
+    if found:
+        parts += [
+            _figure(assets.get("viz_plus"), "+ (raises the unit)"),
+            _figure(assets.get("viz_minus"), "- (lowers the unit)"),
+        ]
+    else:
+        parts.append(missing)
+    parts.append("<h2>Maximally tense image</h2>")
     if found:
         parts.append(
             _numbers(
@@ -298,7 +304,7 @@ def unit_page(
             _figure(assets.get("mti_minus"), "MTI - inversion"),
         ]
     else:
-        parts.append('<p class="missing">the search side has not run for this unit</p>')
+        parts.append(missing)
     parts.append("<h2>Tensest data images</h2>")
     figures = []
     for k, (top, thumb, original) in enumerate(tops):
@@ -307,7 +313,7 @@ def unit_page(
             f" E- {fmt(top.get('e_minus'))}, activation {fmt(top.get('activation'))}"
         )
         figures.append(_figure(thumb, caption, original))
-        if k == 0:
+        if k == 0 and found:
             figures.append(_figure(assets.get("data_plus"), "+ inversion of the tensest"))
             figures.append(_figure(assets.get("data_minus"), "- inversion of the tensest"))
     parts.append("".join(figures) or '<p class="missing">no data images</p>')
