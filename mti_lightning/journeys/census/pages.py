@@ -214,7 +214,7 @@ def index_page(
     body = (
         f"<h1>Inhibition census of {esc(meta.get('model', '?'))}</h1>"
         f'<p class="meta">{len(rows)} units over {esc(meta.get("n_images", "?"))} images of '
-        f"{esc(meta.get('data', '?'))}; tense: tension above {esc(meta.get('threshold', '?'))}. "
+        f"{esc(meta.get('data', '?'))}; tense-image threshold {esc(meta.get('threshold', '?'))}. "
         "Click a column to sort; the filters keep units at or above each minimum.</p>"
         f'<div id="filters"><label>layer <select id="layer"><option value="">all</option>'
         f'{options}</select></label>{inputs}<span id="count"></span></div>'

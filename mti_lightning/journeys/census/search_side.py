@@ -37,7 +37,7 @@ from mti_lightning.journeys.census.layout import (
     unit_dir,
 )
 from mti_lightning.shells.engine import EngineOptions
-from mti_lightning.shells.images import ImageSource, open_source
+from mti_lightning.shells.images import ImageSource, open_source, source_name
 from mti_lightning.shells.search_run import invert_images, run_stages
 
 # the images a unit gets, by key of search.json's "images": file name in its folder
@@ -278,6 +278,11 @@ def run_search_side(
     data_max = data_max_tension(census_dir, rows)
     if source is None:
         data = opts.data if opts.data is not None else units.get("data")
+        if source_name(data) is not None:
+            raise MTIConfigError(
+                f"the census's data is the built-in source {data!r}, which the search side "
+                "cannot rebuild alone; pass the census's image source (source=...)"
+            )
         source = open_source(data, tuple(lm.input_size[1:]), opts.data_root or None)
     check_source(source, rows)
     cfg = opts.config
