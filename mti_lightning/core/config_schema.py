@@ -286,6 +286,13 @@ class CensusSchema:
     num_workers: int = _rule(0, low=0)
     max_memory_mb: float = _rule(2048.0, low=0, above=True)  # per chunk's working tensors
     fast_net: bool = True
+    # the search side: an MTI search, +/- visualisations and inversions per unit (the
+    # search.* settings), for the first ``search_top_n`` units by rank (0: every unit),
+    # ``units_per_search`` units batched in one search
+    search: bool = True
+    search_top_n: int = _rule(0, low=0)
+    units_per_search: int = _rule(32, low=1)
+    site: bool = True  # the static site (census/index.html, a page per unit) and its W&B table
 
 
 @dataclass

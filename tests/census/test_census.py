@@ -20,7 +20,8 @@ from mti_lightning.shells.unit_pass import UnitsReduce
 from mti_lightning.world.curve_dataset import write_image_folder
 
 MTI = str(Path(sys.executable).parent / "mti")
-OPTIONS = {"shard_size": 8, "batch_size": 4, "top_k": 3, "logger": None}
+OPTIONS = {"shard_size": 8, "batch_size": 4, "top_k": 3, "logger": None, "search": False,
+           "site": False}
 LAYERS = ["bn2", "act3:in"]
 
 
@@ -132,6 +133,8 @@ def test_cli_and_api_give_the_same_units_json(one, curves, tmp_path):
         "census.shard_size=8",
         "census.batch_size=4",
         "census.top_k=3",
+        "census.search=false",
+        "census.site=false",
         "logger.kind=none",
     ]
     out = subprocess.run([MTI, *args], env=env, capture_output=True, text=True, timeout=300)
@@ -139,6 +142,26 @@ def test_cli_and_api_give_the_same_units_json(one, curves, tmp_path):
     cli = json.loads((tmp_path / "census" / "units.json").read_text())
     api = json.loads((one / "census" / "units.json").read_text())
     assert cli == api
+
+
+def test_a_census_runs_its_search_side_and_builds_its_site(curves, tmp_path):
+    tiny = {"search.steps": 3, "search.draws": 1, "search.inversions.steps": 2,
+            "search.inversions.draws": 1}
+    result = mti.census(
+        "curvenet", ["bn2"], str(curves), run_dir=tmp_path, units=2, shard_size=8, batch_size=8,
+        top_k=2, logger=None, **tiny,
+    )
+    census = tmp_path / "census"
+    found = json.loads((census / "search.json").read_text())["units"]
+    assert sorted(found) == sorted(r["spec"] for r in result.rows)
+    for entry in found.values():
+        assert (census / entry["images"]["mti"]).is_file()
+        assert entry["search_over_data"] == pytest.approx(
+            entry["end_tension"] / entry["data_max_tension"], rel=1e-6
+        )
+    index = (census / "index.html").read_text()
+    assert len(list((census / "pages").glob("*.html"))) == 2
+    assert all(r["spec"] in index for r in result.rows)
 
 
 def test_bad_input_is_one_line_before_any_work_and_keeps_what_was_written(one, curves, tmp_path):

@@ -1,5 +1,5 @@
-"""A small census built from real computations (``mti.attribute`` of CurveNet units over a few
-curve images) in the data side's on-disk layout, for the search side, the site and W&B.
+"""A small census of CurveNet units over a few curve images (the census's own data side), for
+the search side, the site and W&B.
 
 One image file is named with markup, so every page that shows a file name has a hostile one.
 """
@@ -10,12 +10,11 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 import mti_lightning as mti
-from mti_lightning.core.io import save_tensors, write_json
+from mti_lightning.core.io import write_json
 from mti_lightning.core.models import LoadedModel, load_model
 from mti_lightning.journeys.census.site import build_site
 from mti_lightning.shells.images import FolderSource
@@ -23,11 +22,12 @@ from mti_lightning.world.curve_dataset import write_image_folder
 
 HOSTILE_FILE = "<img src=x onerror=\"document.title='pwned'\"> & q.png"
 HOSTILE_LAYER = "<script>document.title='pwned'</script>"
-# (layer, attribution layer, units)
-LAYERS = [("bn2", "pool1", [0, 1, 2]), ("bn3", "pool2", [0, 1])]
+# (layer, its attribution layer) and the units sampled per layer
+LAYERS = [("bn2", "pool1"), ("bn3", "pool2")]
+UNITS = 3
 N_IMAGES = 6
 TOP_K = 3
-THRESHOLD = 0.05
+THRESHOLD = 0.5
 
 
 def curve_folder(root: Path) -> Path:
@@ -38,58 +38,15 @@ def curve_folder(root: Path) -> Path:
     return folder
 
 
-def stats(values: torch.Tensor) -> dict[str, float]:
-    q = torch.quantile(values, torch.tensor([0.01, 0.5, 0.9, 0.99]))
-    return {"mean": float(values.mean()), "p01": float(q[0]), "p50": float(q[1]),
-            "p90": float(q[2]), "p99": float(q[3])}
-
-
-def build_census(census_dir: Path, lm: LoadedModel, source: FolderSource) -> Path:
-    """Write units.json, data/<layer>.safetensors and depth.png as the data side does."""
-    batch = torch.stack([source.load(i) for i in range(len(source))])
-    rows, layers = [], []
-    for depth, (layer, attr, units) in enumerate(LAYERS):
-        cols = {"e_plus": [], "e_minus": [], "activation": []}
-        for u in units:
-            att = mti.attribute(lm, batch, f"{layer}:{u}@center", attr)
-            e = att.energies[attr]
-            e_plus, e_minus, act = e.e_plus.flatten(), e.e_minus.flatten(), att.activation.flatten()
-            for k, v in zip(cols, (e_plus, e_minus, act)):
-                cols[k].append(v)
-            tension = torch.minimum(e_plus, e_minus)
-            ratio = tension / torch.maximum(e_plus, e_minus).clamp_min(1e-12)
-            t, a = stats(tension), stats(act)
-            counts, edges = np.histogram(act.numpy(), bins=5)
-            order = tension.argsort(descending=True)[:TOP_K].tolist()
-            rows.append({
-                "layer": layer, "unit": u, "spec": f"{layer}:{u}@center", "attr_layer": attr,
-                "tension_mean": t["mean"], "tension_p50": t["p50"], "tension_p90": t["p90"],
-                "tension_p99": t["p99"], "ratio_mean": float(ratio.mean()),
-                "e_plus_mean": float(e_plus.mean()), "e_minus_mean": float(e_minus.mean()),
-                "frac_tense": float((tension > THRESHOLD).float().mean()),
-                "act_mean": a["mean"], "act_p01": a["p01"], "act_p50": a["p50"],
-                "act_p99": a["p99"],
-                "act_hist": {"edges": edges.tolist(), "counts": counts.tolist()},
-                "top": [{"index": i, "file": source.name(i), "tension": float(tension[i]),
-                         "e_plus": float(e_plus[i]), "e_minus": float(e_minus[i]),
-                         "activation": float(act[i])} for i in order],
-            })
-        save_tensors(census_dir / "data" / f"{layer}.safetensors", {
-            **{k: torch.stack(v, 1).float() for k, v in cols.items()},
-            "units": torch.tensor(units, dtype=torch.int64),
-        })
-        layers.append({"name": layer, "depth": (depth + 1) / len(LAYERS), "attr_layer": attr,
-                       "n_units": len(units)})
-    rows.sort(key=lambda r: -r["tension_mean"])
-    rows = [{"rank": k + 1, **r} for k, r in enumerate(rows)]
-    write_json(census_dir / "units.json", {
-        "model": lm.name, "data": str(source.root), "n_images": len(source),
-        "threshold": THRESHOLD, "layers": layers, "units": rows,
-    })
-    from PIL import Image
-
-    Image.new("RGB", (40, 20), (200, 120, 40)).save(census_dir / "depth.png")
-    return census_dir
+def build_census(run_dir: Path, lm: LoadedModel, source: FolderSource) -> Path:
+    """The census's own data side (``mti.census`` without its search side and site) over
+    ``source``: units.json, data/<layer>.safetensors and depth.png; returns the census folder."""
+    mti.census(
+        lm, [layer for layer, _ in LAYERS], str(source.root), run_dir=run_dir, units=UNITS,
+        top_k=TOP_K, threshold=THRESHOLD, shard_size=8, batch_size=8, logger=None,
+        search=False, site=False,
+    )
+    return run_dir / "census"
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +66,7 @@ def data_census(
     tmp_path_factory: pytest.TempPathFactory, curvenet: LoadedModel, census_source: FolderSource
 ) -> Path:
     """A census folder holding only the data side's files."""
-    return build_census(tmp_path_factory.mktemp("census") / "census", curvenet, census_source)
+    return build_census(tmp_path_factory.mktemp("census"), curvenet, census_source)
 
 
 @pytest.fixture

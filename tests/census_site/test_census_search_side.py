@@ -13,7 +13,12 @@ from PIL import Image
 
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.io import load_tensors, write_json
-from mti_lightning.journeys.census.search_side import IMAGE_FILES, run_search_side
+from mti_lightning.journeys.census.search_side import (
+    IMAGE_FILES,
+    chosen_rows,
+    chunks,
+    run_search_side,
+)
 
 
 def test_every_unit_gets_the_same_record(searched_census: Path) -> None:
@@ -45,14 +50,18 @@ def test_search_over_data_is_over_the_datas_largest_tension(searched_census: Pat
 
 
 def test_a_rerun_continues_after_the_finished_chunks(search_runs) -> None:
-    """The second call of the fixture (4 units) kept the first call's chunk (2 units) as it was
-    and added the other chunk."""
+    """The second call of the fixture (4 units) kept the first call's chunks (2 units) as they
+    were and added only the chunks it lacked."""
     census, first = search_runs
-    (done,) = [p for p in first if p.parent.name == "search" and p.name.startswith("chunk-")]
-    kept = [p for p in first if p.parent.parent.name == "units"] + [done]
-    assert len(kept) == 1 + 2 * 8  # the chunk's record, 8 images of each of its 2 units
+    units = json.loads((census / "units.json").read_text())
+    done = [p for p in first if p.parent.name == "search" and p.name.startswith("chunk-")]
+    kept = [p for p in first if p.parent.parent.name == "units"] + done
+    assert len(done) == len(chunks(chosen_rows(units, 2), 2))
+    assert len(kept) == len(done) + 2 * 8  # the chunks' records, 8 images of each of 2 units
     assert all(p.stat().st_mtime_ns == first[p] for p in kept)
-    assert len(list((census / "search").glob("chunk-*.json"))) == 2
+    second = {tuple(r["spec"] for r in rows) for _, rows in chunks(chosen_rows(units, 4), 2)}
+    firsts = {tuple(r["spec"] for r in rows) for _, rows in chunks(chosen_rows(units, 2), 2)}
+    assert len(list((census / "search").glob("chunk-*.json"))) == len(second | firsts)
     assert len(json.loads((census / "search.json").read_text())["units"]) == 4
 
 

@@ -19,19 +19,35 @@ from mti_lightning.journeys.census.context import CensusRun
 from mti_lightning.journeys.census.data import run_data
 from mti_lightning.journeys.census.merge import run_merge, unfinished_jobs
 from mti_lightning.journeys.census.result import CensusResult
+from mti_lightning.journeys.census.search_side import SearchSideOptions, run_search_side
+from mti_lightning.journeys.census.site import build_site
+from mti_lightning.journeys.census.tracking import log_census
+from mti_lightning.shells.wandb_record import finish_run
 
 
 def search_side(run: CensusRun) -> dict[str, dict[str, Any]]:
-    """HOOK: the census's search side (batched MTI searches of the ranked units, their
-    feature visualisations and inversions) runs here, after the merge, reading
-    ``run.dir / "units.json"``; returns its stages' records by name."""
-    return {}
+    """The search side (``census.search``): batched MTI searches of the ranked units (the
+    first ``census.search_top_n``, or all), their feature visualisations and inversions,
+    through the one engine, after the merge; skipped chunks are those already done."""
+    c = run.c
+    if not c.search:
+        return {}
+    options = SearchSideOptions(
+        config=run.cfg, top_n=c.search_top_n, units_per_search=c.units_per_search
+    )
+    run_search_side(run.dir, run.lm, options, run.source)
+    return {"search": {"top_n": c.search_top_n, "units_per_search": c.units_per_search}}
 
 
 def site(run: CensusRun) -> dict[str, dict[str, Any]]:
-    """HOOK: the static site (``census/index.html`` and a page per unit) and its W&B table
-    are built here, last; returns its stages' records by name."""
-    return {}
+    """The static site (``census/index.html`` and a page per unit), then the W&B record (the
+    census table, a summary per layer, the site as an artifact) where a W&B logger is set."""
+    if not run.c.site:
+        return {}
+    index = build_site(run.dir, images=getattr(run.source, "root", None))
+    log_census(run.dir, run.logger)
+    finish_run(run.logger)
+    return {"site": {"index": str(index)}}
 
 
 def run_census(
