@@ -155,7 +155,8 @@ def readout_weight(
         else torch.nn.functional.one_hot(torch.tensor(spec.channel), view.channels).float()
     )
     pos = spec.position
-    if view.grid is not None and (view.layout != "tokens" or pos == "center" or isinstance(pos, tuple)):
+    on_grid = view.layout != "tokens" or pos == "center" or isinstance(pos, tuple)
+    if view.grid is not None and on_grid:
         h, wd = view.grid
         grid = torch.zeros(len(c), h, wd)
         if pos == "mean":
