@@ -30,7 +30,6 @@ from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.probes import LayerRef, capture
 
 Grid = tuple[int, int]
-LAYOUTS = ("map", "channels_last", "tokens", "vector", "batched")
 
 
 @dataclass(frozen=True)
