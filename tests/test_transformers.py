@@ -48,6 +48,7 @@ def test_search_with_inversions_completes_on_transformers(tmp_path, model, targe
     assert not torch.equal(inv["plus"], inv["minus"])
     row = result.rows[0]
     assert row["end_e_plus"] > 0 and row["end_e_minus"] > 0
+    assert result.alpha is not None and result.alpha.amax() > 0  # the transparency map
     # the non-patch tokens' own attribution is reported beside the grid's
     assert ("inversion_prefix_e_plus" in row) == (prefix > 0)
     if prefix:
