@@ -67,7 +67,7 @@ def test_invert_on_a_vit_matches_the_positive_and_negative_parts(tmp_path) -> No
     lm = mti.load_model("test_vit", input_size=(3, 64, 64))
     target, layer = "blocks.3:2@cls", "blocks.3:in"
     image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    options = {**TINY, "steps": 40, "lr": 0.1}
+    options = {**TINY, "steps": 30, "lr": 0.1}
     result = mti.invert(lm, image, target, layer=layer, run_dir=tmp_path, **options)
     assert result.images.shape == (2, 3, 64, 64)
     readout = build_readout(lm.model, lm.input_size, [parse_feature(target)])
