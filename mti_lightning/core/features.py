@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from mti_lightning.core.errors import MTIConfigError
-from mti_lightning.core.probes import LayerRef, layer_shapes
+from mti_lightning.core.probes import LayerRef
+from mti_lightning.core.token_grid import SpatialView, layer_views, shape_view
 
 Position = str | int | tuple[int, int]
 _POS_RE = re.compile(r"^\(?\s*(-?\d+)\s*,\s*(-?\d+)\s*\)?$")
@@ -26,7 +27,8 @@ class FeatureSpec:
     """A channel (or direction in channel space) of a layer at a position.
 
     ``position``: for maps ``center``, ``mean`` or ``(h, w)``; for tokens ``cls``, ``mean`` or a
-    token index; for flat vectors ``mean`` (ignored).
+    token index, and ``center`` or ``(h, w)`` on the patch grid where the tokens form one
+    (``core.token_grid``); for flat vectors ``mean`` (ignored).
     """
 
     layer: str
@@ -82,14 +84,15 @@ def parse_feature(text: str) -> FeatureSpec:
     return FeatureSpec(layer.strip(), int(channel), parse_position(pos) if pos else "center")
 
 
-def _check_spec(spec: FeatureSpec, shape: tuple[int, ...]) -> None:
-    """Raise a clear error if ``spec`` cannot be read off a value of ``shape`` (no batch)."""
-    kind = {3: "map", 2: "tokens", 1: "vector"}.get(len(shape))
-    if kind is None:
+def _check_spec(spec: FeatureSpec, view: SpatialView) -> None:
+    """Raise a clear error if ``spec`` cannot be read off a layer with spatial ``view``."""
+    shape, layout = view.shape, view.layout
+    if layout == "batched" or (layout == "vector" and len(shape) != 1):
         raise MTIConfigError(
             f"layer {spec.layer} has value shape {shape}; need (C,H,W), (N,C), (C,)"
+            + (f": {view.reason}" if layout == "batched" else "")
         )
-    n_channels = shape[0] if kind == "map" else shape[-1]
+    n_channels = view.channels
     if spec.direction is not None:
         if len(spec.direction) != n_channels:
             raise MTIConfigError(
@@ -101,8 +104,8 @@ def _check_spec(spec: FeatureSpec, shape: tuple[int, ...]) -> None:
             f"channel {spec.channel} out of range for layer {spec.layer}: valid 0..{n_channels - 1}"
         )
     pos = spec.position
-    if kind == "map":
-        h, w = shape[1:]
+    if layout in ("map", "channels_last"):
+        h, w = view.grid
         if isinstance(pos, tuple):
             if not (0 <= pos[0] < h and 0 <= pos[1] < w):
                 raise MTIConfigError(
@@ -114,51 +117,62 @@ def _check_spec(spec: FeatureSpec, shape: tuple[int, ...]) -> None:
                 f"position {pos!r} is for tokens; layer {spec.layer} is a {h}x{w} map: "
                 "use center, mean or (h,w)"
             )
-    elif kind == "tokens":
+    elif layout == "tokens":
         n = shape[0]
         if isinstance(pos, int):
             if not 0 <= pos < n:
                 raise MTIConfigError(
                     f"token {pos} out of range for layer {spec.layer}: valid 0..{n - 1}, cls, mean"
                 )
+        elif pos == "center" or isinstance(pos, tuple):
+            if view.grid is None:
+                raise MTIConfigError(
+                    f"position {pos!r} is for maps; layer {spec.layer} holds {n} tokens that "
+                    f"form no patch grid ({view.reason}): use cls, mean or a token index"
+                )
+            h, w = view.grid
+            if isinstance(pos, tuple) and not (0 <= pos[0] < h and 0 <= pos[1] < w):
+                raise MTIConfigError(
+                    f"position {pos} out of range for layer {spec.layer} with a {h}x{w} patch "
+                    f"grid: valid (0..{h - 1}, 0..{w - 1}), center, mean, cls or a token index"
+                )
         elif pos not in ("cls", "mean"):
             raise MTIConfigError(
-                f"position {pos!r} is for maps; layer {spec.layer} holds {n} tokens: "
-                "use cls, mean or a token index"
+                f"bad position {pos!r} for layer {spec.layer}; use cls, mean or a token index"
             )
 
 
-def readout_weight(spec: FeatureSpec, shape: tuple[int, ...]) -> torch.Tensor:
-    """The tensor ``W`` (same shape as the layer value) with ``f = <W, act>``."""
-    _check_spec(spec, shape)
-    w = torch.zeros(shape)
-    if len(shape) == 3:
-        c = (
-            torch.tensor(spec.direction, dtype=torch.float32)
-            if spec.direction is not None
-            else torch.nn.functional.one_hot(torch.tensor(spec.channel), shape[0]).float()
-        )
-        h, wd = shape[1:]
-        if spec.position == "mean":
-            w += c.view(-1, 1, 1) / (h * wd)
+def readout_weight(
+    spec: FeatureSpec, shape: tuple[int, ...], view: SpatialView | None = None
+) -> torch.Tensor:
+    """The tensor ``W`` (same shape as the layer value) with ``f = <W, act>``; ``view``: the
+    layer's spatial view (from the shape alone when not given: maps, or tokens without grid)."""
+    view = view if view is not None else shape_view(spec.layer, shape)
+    _check_spec(spec, view)
+    c = (
+        torch.tensor(spec.direction, dtype=torch.float32)
+        if spec.direction is not None
+        else torch.nn.functional.one_hot(torch.tensor(spec.channel), view.channels).float()
+    )
+    pos = spec.position
+    on_grid = view.layout != "tokens" or pos == "center" or isinstance(pos, tuple)
+    if view.grid is not None and on_grid:
+        h, wd = view.grid
+        grid = torch.zeros(len(c), h, wd)
+        if pos == "mean":
+            grid += c.view(-1, 1, 1) / (h * wd)
         else:
-            i, j = (h // 2, wd // 2) if spec.position == "center" else spec.position
-            w[:, i, j] = c
-    elif len(shape) == 2:
-        c = (
-            torch.tensor(spec.direction, dtype=torch.float32)
-            if spec.direction is not None
-            else torch.nn.functional.one_hot(torch.tensor(spec.channel), shape[1]).float()
-        )
-        if spec.position == "mean":
+            i, j = (h // 2, wd // 2) if pos == "center" else pos
+            grid[:, i, j] = c
+        return view.from_grid(grid)
+    w = torch.zeros(shape)
+    if len(shape) == 2:
+        if pos == "mean":
             w += c.view(1, -1) / shape[0]
         else:
-            w[0 if spec.position == "cls" else spec.position] = c
+            w[0 if pos == "cls" else pos] = c
     else:
-        if spec.direction is not None:
-            w += torch.tensor(spec.direction, dtype=torch.float32)
-        else:
-            w[spec.channel] = 1.0
+        w += c
     return w
 
 
@@ -169,14 +183,21 @@ class Readout(nn.Module):
     over ``K * D`` inputs (image-major) gives a ``(K, D)`` tensor of feature values.
     """
 
-    def __init__(self, specs: Sequence[FeatureSpec], shapes: dict[str, tuple[int, ...]]):
+    def __init__(
+        self,
+        specs: Sequence[FeatureSpec],
+        shapes: dict[str, tuple[int, ...]],
+        views: dict[str, SpatialView] | None = None,
+    ):
         super().__init__()
         self.specs = list(specs)
         self.layers = sorted({str(s.ref) for s in specs})
         self.shapes = {k: tuple(v) for k, v in shapes.items()}
+        self.views = dict(views or {})
         for i, layer in enumerate(self.layers):
             idx = [k for k, s in enumerate(specs) if str(s.ref) == layer]
-            w = torch.stack([readout_weight(specs[k], shapes[layer]) for k in idx])
+            view = self.views.get(layer)
+            w = torch.stack([readout_weight(specs[k], shapes[layer], view) for k in idx])
             self.register_buffer(f"index_{i}", torch.tensor(idx), persistent=False)
             self.register_buffer(f"weight_{i}", w, persistent=False)
 
@@ -216,6 +237,5 @@ def build_readout(
     """Validate specs with one probe forward (clear errors first) and build their readout."""
     if not specs:
         raise MTIConfigError("no feature given; expected at least one LAYER:CHANNEL@POSITION")
-    layers = sorted({str(s.ref) for s in specs})
-    shapes = layer_shapes(model, input_size, layers)
-    return Readout(specs, shapes)
+    views = layer_views(model, input_size, sorted({str(s.ref) for s in specs}))
+    return Readout(specs, {k: v.shape for k, v in views.items()}, views)

@@ -16,6 +16,7 @@ from torch import nn
 
 from mti_lightning.core.attribution import attribution_from, tension_ratio
 from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.core.token_grid import SpatialView
 
 
 @dataclass
@@ -146,7 +147,9 @@ class CosineDirection(Objective):
 
 class SpatialChannelCosine(Objective):
     """Match a layer's map to a target: ``dot(act, t) * cos(act, t)**power`` over the region
-    inside ``bounds`` (``(K, 4)`` rows h0, h1, w0, w1); the +/- inversion objective."""
+    inside ``bounds`` (``(K, 4)`` rows h0, h1, w0, w1); the +/- inversion objective. ``view``:
+    the layer's spatial view where its value is not a ``(C, H, W)`` map already (a
+    transformer's tokens: the target is their patch grid, ``core.token_grid``)."""
 
     def __init__(
         self,
@@ -154,6 +157,7 @@ class SpatialChannelCosine(Objective):
         target: torch.Tensor,
         bounds: torch.Tensor | None = None,
         power: float = 2.0,
+        view: SpatialView | None = None,
     ):
         if target.dim() != 4:
             raise MTIConfigError(
@@ -161,6 +165,7 @@ class SpatialChannelCosine(Objective):
             )
         super().__init__()
         self.layer, self.power = layer, power
+        self.view = None if view is None or view.is_map else view.require_grid()
         mask = torch.ones(target.shape[0], 1, *target.shape[2:])
         if bounds is not None:
             h = torch.arange(target.shape[2]).view(1, -1, 1)
@@ -175,7 +180,10 @@ class SpatialChannelCosine(Objective):
         return {self.layer}
 
     def score(self, ev: Evaluation) -> torch.Tensor:
-        a = ev.per_image(self.layer)
+        a = ev.acts[self.layer]
+        if self.view is not None:
+            a = self.view.to_grid(a)
+        a = a.reshape(ev.n_images, ev.n_draws, *a.shape[1:])
         t = self.target.to(a.device, a.dtype)
         m = self.mask.to(a.device, a.dtype)
         a = (a * m[:, None]).flatten(2)

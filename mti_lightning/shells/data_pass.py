@@ -42,6 +42,7 @@ from mti_lightning.core.features import Readout
 from mti_lightning.core.io import load_tensors, save_tensors
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.probes import capture
+from mti_lightning.core.token_grid import spatial_view
 from mti_lightning.shells.images import ImageSource, report_undecodable
 from mti_lightning.shells.trainer import check_trainer_options, make_trainer
 from mti_lightning.shells.unit_pass import UnitsReduce
@@ -92,9 +93,9 @@ class PassOptions:
 
 
 def feature_window(lm: LoadedModel, readout: Readout, layer: str, n_samples: int = 8) -> Window:
-    """Box ``(h0, h1, w0, w1)`` of ``layer``'s map outside which ``d f / d act`` is zero (from
-    a few random images): the feature's receptive field at that layer, where its attribution
-    can be non-zero."""
+    """Box ``(h0, h1, w0, w1)`` of ``layer``'s map (a transformer's: its patch grid) outside
+    which ``d f / d act`` is zero (from a few random images): the feature's receptive field at
+    that layer, where its attribution can be non-zero."""
     device = next(iter(readout.buffers())).device
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(n_samples, *lm.input_size, generator=gen).to(device)
@@ -102,13 +103,17 @@ def feature_window(lm: LoadedModel, readout: Readout, layer: str, n_samples: int
         acts = capture(lm.model, lm.normalize(x.requires_grad_(True)), [layer, *readout.layers])
         values = readout(acts, n_samples)[0]
         (grad,) = torch.autograd.grad(values.sum(), acts[layer])
+    grad = spatial_view(lm.model, lm.input_size, layer, tuple(grad.shape[1:])).to_grid(grad)
     box = crop_bounds(grad.abs().sum(0, keepdim=True), frac=1e-9)[0]
     h0, h1, w0, w1 = (int(v) for v in box)
     return h0, h1, w0, w1
 
 
-def summed_vector(attr: torch.Tensor) -> torch.Tensor:
-    """Attribution summed over positions: ``(B, C, H, W)`` or ``(B, N, C)`` -> ``(B, C)``."""
+def summed_vector(attr: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """Attribution summed over positions: ``(B, C, H, W)``, ``(B, H, W, C)`` (``channels_last``,
+    Swin's stages) or ``(B, N, C)`` (every token) -> ``(B, C)``."""
+    if channels_last:
+        return attr.sum((1, 2))
     if attr.dim() == 4:
         return attr.sum((2, 3))
     if attr.dim() == 3:
@@ -144,12 +149,14 @@ def reduce_batch(
     out = {"activation": values.detach().float()[0] if t == 1 else values.detach().float().T}
     for layer in layers:
         attr = maps[layer].detach().float()
+        view = spatial_view(lm.model, lm.input_size, layer, attr.shape[1:])
         for key, value in energies(attr).as_dict().items():
             if key in ENERGY_KEYS:
                 out[f"{layer}/{key}"] = per_image(value)
         if vectors:
-            out[f"{layer}/vector"] = per_image(summed_vector(attr))
+            out[f"{layer}/vector"] = per_image(summed_vector(attr, view.layout == "channels_last"))
         if layer == map_layer:
+            attr = view.to_grid(attr)
             h0, h1, w0, w1 = window or (0, attr.shape[2], 0, attr.shape[3])
             out[f"{layer}/map"] = per_image(attr[:, :, h0:h1, w0:w1]).contiguous()
     return out
@@ -237,14 +244,13 @@ class AttributionPass(L.LightningModule):
             shape = self.shapes[layer]
             for key in ENERGY_KEYS:
                 out[f"{layer}/{key}"] = torch.zeros(lead, device=self.device)
-            channels = shape[-1] if len(shape) == 2 else shape[0]
+            channels = spatial_view(self.lm.model, self.lm.input_size, layer, shape).channels
             if self.vectors:
                 out[f"{layer}/vector"] = torch.zeros(*lead, channels, device=self.device)
             if layer == self.map_layer:
-                h0, h1, w0, w1 = self.window or (0, shape[1], 0, shape[2])
-                out[f"{layer}/map"] = torch.zeros(
-                    *lead, shape[0], h1 - h0, w1 - w0, device=self.device
-                )
+                c, h, w = spatial_view(self.lm.model, self.lm.input_size, layer, shape).grid_shape
+                h0, h1, w0, w1 = self.window or (0, h, 0, w)
+                out[f"{layer}/map"] = torch.zeros(*lead, c, h1 - h0, w1 - w0, device=self.device)
         return out
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor] | None:

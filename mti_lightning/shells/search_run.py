@@ -26,6 +26,7 @@ from mti_lightning.core.config_checks import check_config
 from mti_lightning.core.config_schema import MTIConfig, SearchSchema
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import FeatureSpec, Readout, build_readout
+from mti_lightning.core.inversion import inversion_targets
 from mti_lightning.core.io import load_image
 from mti_lightning.core.layer_choice import attribution_layer_auto, resolve_target
 from mti_lightning.core.models import LoadedModel, load_seeded
@@ -195,7 +196,11 @@ def build_search(
     param = make_parameterization(p.kind, kind.n_images(len(specs)), size, seed=cfg.seed, **shape)
     if kind.starts_from_image and seeds is not None:
         param.seed_from(seeds.contiguous())
-    measure = readout if kind.reads_feature else Readout(specs * len(kind.parts), readout.shapes)
+    measure = (
+        readout
+        if kind.reads_feature
+        else Readout(specs * len(kind.parts), readout.shapes, readout.views)
+    )
     search = MTISearch(
         lm,
         param,
@@ -277,12 +282,15 @@ def invert_images(
 ) -> dict[str, torch.Tensor]:
     """The inversion stage: the +/- inversions of ``images`` (one per feature of
     ``prepared``) as ``search.kind=invert`` of them, run by the engine in
-    ``run_dir/stages/inversions``; with the activation of the feature on each."""
+    ``run_dir/stages/inversions``; with the activation of the feature on each and, on a layer
+    with non-patch tokens (a ViT's class token), the attribution energies of the grid
+    (``grid_e_plus``, ``grid_e_minus``) and of those tokens (``prefix_e_plus``, ...)."""
     s = inversion_settings(cfg, prepared.search.metric_layer)
     kind = KINDS["invert"]
     seeds = images.detach().float().cpu()
     size = tuple(seeds.shape[2:])
     search = build_search(cfg, kind, s, prepared.lm, prepared.readout, seeds, size)
+    targets = inversion_targets(prepared.lm, seeds, prepared.readout, s.attribution_layer)
     guard = NonFiniteGuard(cfg.callbacks.check_every)
     stage_dir = Path(run_dir) / "stages" / "inversions"
     resume = cfg.checkpoint.resume
@@ -291,11 +299,14 @@ def invert_images(
     out = search().detach()
     # a stage resumed from its finished checkpoint runs no step, so measures nothing itself
     act = (search.measured.get("end") or search.measure())["activation"]
+    # a transformer's non-patch tokens (class token...) hold attribution no image can match
+    aside = {k: v.cpu() for k, v in targets.aside.items()} if targets.view.prefix else {}
     return {
         "plus": out[:k],
         "minus": out[k:],
         "plus_activation": act[:k],
         "minus_activation": act[k:],
+        **aside,
     }
 
 

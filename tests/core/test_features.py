@@ -100,8 +100,8 @@ def test_range_errors_name_the_valid_range(resnet: LoadedModel, text: str, needl
     [
         ("blocks.1:0@101", "valid 0..100"),
         ("blocks.1:64@cls", "valid 0..63"),
-        ("blocks.1:0@center", "is for maps"),
-        ("blocks.1:0@(1,2)", "is for maps"),
+        ("blocks.1:0@(10,2)", "out of range for layer blocks.1 with a 10x10 patch grid"),
+        ("blocks.1:0@(1,-1)", "valid (0..9, 0..9)"),
     ],
 )
 def test_token_errors(vit: LoadedModel, text: str, needle: str) -> None:

@@ -21,7 +21,7 @@ from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import build_readout
 from mti_lightning.core.layer_choice import attribution_layer_auto
 from mti_lightning.core.models import LoadedModel, load_seeded
-from mti_lightning.core.probes import layer_shapes
+from mti_lightning.core.token_grid import layer_views
 from mti_lightning.journeys.atlas.config import AtlasConfig
 from mti_lightning.shells import data_pass
 from mti_lightning.shells.data_pass import (
@@ -87,13 +87,15 @@ def prepare(
         raise MTIConfigError(f"layers={cfg.layers} lists a layer twice; give each once")
     lm = load_atlas_model(cfg) if lm is None else with_input_size(lm, cfg.input_size)
     readout = build_readout(lm.model, lm.input_size, [cfg.spec])
-    shapes = layer_shapes(lm.model, lm.input_size, cfg.layers)
-    atlas_shape = shapes[cfg.atlas_layer]
-    if len(atlas_shape) != 3:
+    views = layer_views(lm.model, lm.input_size, cfg.layers)
+    atlas_view = views[cfg.atlas_layer]
+    if atlas_view.grid is None:
         raise MTIConfigError(
-            f"the atlas layer {cfg.atlas_layer!r} has value shape {atlas_shape}; icons need a "
-            "spatial map (C, H, W): put a convolutional layer first in layers"
+            f"the atlas layer {cfg.atlas_layer!r} has value shape {atlas_view.shape}; icons need "
+            f"a spatial map (C, H, W) or a transformer's patch grid, and {atlas_view.reason}: "
+            "put a convolutional or token layer first in layers"
         )
+    shapes = {k: v.shape for k, v in views.items()}
     reduce_batch(lm, readout, torch.rand(2, *lm.input_size), cfg.layers)  # upstream check
     window = feature_window(lm, readout, cfg.atlas_layer)
     size = lm.input_size[1:]

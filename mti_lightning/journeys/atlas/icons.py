@@ -22,6 +22,7 @@ from mti_lightning.core.features import Readout
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.objectives import SpatialChannelCosine
 from mti_lightning.core.parameterizations import FourierImage
+from mti_lightning.core.token_grid import SpatialView
 from mti_lightning.core.transforms import TransformConfig, resize
 from mti_lightning.journeys.atlas.dataset_pass import Window, reduce_batch
 from mti_lightning.shells.callbacks import TransparencyMaps
@@ -104,7 +105,7 @@ class RenderedIcons:
 def render_icons(
     lm: LoadedModel,
     readout: Readout,
-    layer: str,
+    view: SpatialView,
     targets: torch.Tensor,
     window: Window,
     work_dir: Path,
@@ -119,11 +120,12 @@ def render_icons(
     crop: bool = True,
     fast_net: bool = True,
 ) -> RenderedIcons:
-    """Render one image per target in a single MTISearch, run by the engine, and measure the
+    """Render one image per target (on the grid of the layer that ``view`` describes: a map,
+    or a transformer's patch grid) in a single MTISearch, run by the engine, and measure the
     feature on each."""
-    k = targets.shape[0]
+    k, layer = targets.shape[0], view.layer
     bounds = torch.tensor(window).repeat(k, 1)
-    objective = SpatialChannelCosine(layer, targets, bounds, power)
+    objective = SpatialChannelCosine(layer, targets, bounds, power, view)
     param = FourierImage(k, (canvas, canvas), seed=seed)
     search = MTISearch(
         lm, param, objective, readout=None, transform=transform, lr=lr, fast_net=fast_net

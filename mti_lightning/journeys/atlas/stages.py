@@ -24,6 +24,7 @@ import torch
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.io import load_tensors, save_png, save_tensors, write_json
 from mti_lightning.core.models import LoadedModel
+from mti_lightning.core.token_grid import spatial_view
 from mti_lightning.core.transforms import TransformConfig
 from mti_lightning.journeys.atlas import (
     compose,
@@ -252,8 +253,9 @@ def _icons(run: AtlasRun) -> dict[str, Any]:
         )
         map_window = window
     means = icons.cell_means(maps, point_cells, ids)
+    view = spatial_view(setup.lm.model, setup.lm.input_size, layer, setup.shapes[layer])
     targets = icons.icon_targets(
-        means, map_window, setup.shapes[layer], cfg.icon_inhibition_boost, cfg.split_icons
+        means, map_window, view.grid_shape, cfg.icon_inhibition_boost, cfg.split_icons
     )
     transform = TransformConfig(
         scale=(cfg.icon_scale_min, 1.0),
@@ -264,7 +266,7 @@ def _icons(run: AtlasRun) -> dict[str, Any]:
     rendered = icons.render_icons(
         setup.lm,
         setup.readout,
-        layer,
+        view,
         targets,
         window,
         run.dir("icons"),

@@ -47,6 +47,7 @@ from mti_lightning.core.layer_choice import (
 )
 from mti_lightning.core.models import check_model_name, load_seeded
 from mti_lightning.core.probes import layer_shapes
+from mti_lightning.core.token_grid import layer_views, spatial_view
 from mti_lightning.core.zoo import BUILTIN_MODELS
 from mti_lightning.journeys.compare.plan import Plan, compare_group
 from mti_lightning.journeys.compare.report import write_report
@@ -170,9 +171,10 @@ def plan_model(
     attr = (c.attribution_layers or {}).get(name) or attribution_layer_for(s, [layer], name)
     position = position_for(s, layer)
     shape = s.shapes[layer]
-    n_channels = shape[0] if len(shape) == 3 else shape[-1]
+    view = spatial_view(lm.model, lm.input_size, layer, shape)  # Swin's stages: channels last
+    n_channels = view.channels
     units = choose_units(c.units, n_channels, c.unit_seed, f"model {name} layer {layer}")
-    probe = Readout([FeatureSpec(layer, units[0], position)], {layer: shape})
+    probe = Readout([FeatureSpec(layer, units[0], position)], {layer: shape}, {layer: view})
     attribute(lm, torch.zeros(1, *lm.input_size), probe, [attr])
     return Plan(name, lm, layer, attr, position, units, n_channels, note, model_cfg)
 
@@ -208,8 +210,9 @@ def data_pass(
     the device until the reduced per-pair values are complete.
     """
     lm, layer, attr = plan.lm, plan.layer, plan.attribution_layer
-    shapes = layer_shapes(lm.model, lm.input_size, [layer, attr])
-    readout = Readout([FeatureSpec(layer, u, plan.position) for u in plan.units], shapes)
+    views = layer_views(lm.model, lm.input_size, [layer, attr])
+    shapes = {k: v.shape for k, v in views.items()}
+    readout = Readout([FeatureSpec(layer, u, plan.position) for u in plan.units], shapes, views)
     setup = PassSetup(lm, readout, source, [attr], shapes)
     options = PassOptions(
         shard_size=256, batch_size=batch_size, vectors=False, fast_net=False, accelerator=accelerator

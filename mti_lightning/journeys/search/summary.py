@@ -28,6 +28,9 @@ def summary_rows(
         if inversions:
             row["plus_activation"] = float(inversions["plus_activation"][k])
             row["minus_activation"] = float(inversions["minus_activation"][k])
+            for key in ("grid_e_plus", "grid_e_minus", "prefix_e_plus", "prefix_e_minus"):
+                if key in inversions:  # a transformer layer: the class token's own share
+                    row[f"inversion_{key}"] = float(inversions[key][k])
         rows.append(row)
     return rows
 
