@@ -4,9 +4,9 @@ Where the path from the attribution layer to the units is not one convolution (d
 transformer tokens), each unit's attribution ``a * d f_k / d a`` still needs its own gradient;
 ``torch.autograd.grad(..., is_grads_batched=True)`` computes the gradients of all ``K`` units
 in one vectorised backward (a ``vmap`` over the one-hot output gradients), never a Python loop
-of one backward per unit. The units are read at one position: ``center`` (a map's centre; for
-tokens token 0, the class token of timm ViTs), ``mean`` (over positions or tokens) or ``max``
-(each image's own largest value of the unit, its argmax taken as fixed).
+of one backward per unit. The units are read at one position: ``center`` (the centre of a map, or of a
+token layer's patch grid: ``core.token_grid``), ``mean`` (over positions or all tokens) or ``max`` (each image's own largest value of the unit, its argmax taken as
+fixed), the same reading a ``LAYER:UNIT@center`` feature spec makes.
 """
 
 from __future__ import annotations
@@ -19,15 +19,23 @@ from mti_lightning.core.attribution import energies
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.probes import capture
+from mti_lightning.core.token_grid import SpatialView, spatial_view
 
 POSITIONS = ("center", "mean", "max")
 
 
-def unit_values(value: torch.Tensor, channels: torch.Tensor, position: str) -> torch.Tensor:
+def unit_values(
+    value: torch.Tensor, channels: torch.Tensor, position: str, view: SpatialView | None = None
+) -> torch.Tensor:
     """``(B, K)`` values of ``channels`` of a layer value (maps ``(B, C, H, W)``, tokens
-    ``(B, N, C)`` or vectors ``(B, C)``) at ``position``."""
+    ``(B, N, C)`` or vectors ``(B, C)``) at ``position``; ``view``: the layer's spatial view,
+    which turns channels-last maps, and token layers read at their centre, into the patch
+    grid first."""
     if position not in POSITIONS:
         raise MTIConfigError(f"position {position!r}; valid: {', '.join(POSITIONS)}")
+    if view is not None and view.grid is not None:
+        if view.layout != "tokens" or position == "center":
+            value = view.to_grid(value)  # (mean and max over tokens read every token, as specs)
     if value.dim() == 2:
         return value[:, channels]
     if value.dim() == 4:
@@ -38,7 +46,11 @@ def unit_values(value: torch.Tensor, channels: torch.Tensor, position: str) -> t
     elif value.dim() == 3:
         sel = value[:, :, channels].transpose(1, 2)  # (B, K, N)
         if position == "center":
-            return sel[:, :, 0]
+            reason = view.reason if view is not None else "its tokens form no known grid"
+            raise MTIConfigError(
+                f"position 'center' needs a spatial grid; the layer's tokens have none "
+                f"({reason}); use position mean or max"
+            )
     else:
         raise MTIConfigError(f"layer value of shape {tuple(value.shape[1:])}; need maps or tokens")
     if position == "mean":
@@ -66,7 +78,9 @@ def unit_energies(
         x = lm.normalize(images.detach().requires_grad_(True))
         acts = capture(lm.model, x, [attr_layer, unit_layer])
         a = acts[attr_layer]
-        values = unit_values(acts[unit_layer], channels, position)  # (B, K)
+        value = acts[unit_layer]
+        view = spatial_view(lm.model, lm.input_size, unit_layer, value.shape[1:])
+        values = unit_values(value, channels, position, view)  # (B, K)
         b, k = values.shape
         keys = ("e_plus", "e_minus", "e_plus_l2", "e_minus_l2")
         parts: dict[str, list[torch.Tensor]] = {key: [] for key in keys}

@@ -149,7 +149,7 @@ def test_batched_backward_equals_attribution_on_vit_tokens() -> None:
     )
     lm = load_model(net, input_size=(3, 16, 16))
     images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
-    for position, spec_position in (("center", "cls"), ("mean", "mean")):
+    for position, spec_position in (("center", "center"), ("mean", "mean")):
         got = unit_energies(lm, images, "blocks.1", range(8), "blocks.0", position, 4)
         out = {k: [] for k in got}
         for unit in range(8):
