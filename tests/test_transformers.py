@@ -94,3 +94,29 @@ def test_atlas_of_a_vit_over_curves_has_icons(tmp_path) -> None:
     rendered = load_tensors(tmp_path / "icons" / "icons.safetensors")
     assert rendered["images"].shape[0] == icons["n_icons"]
     assert (rendered["alpha"].flatten(1).amax(1) > 0).all()  # transparency from pixel gradients
+
+
+def test_a_census_reads_a_swin_stage_by_its_channels_at_the_grid_centre(tmp_path) -> None:
+    """A Swin stage is channels-last (H, W, C): the census counts its C channels and reads each
+    unit at the centre of the grid, as the feature spec ``LAYER:UNIT@center`` does."""
+    from mti_lightning.core.io import read_image
+    from mti_lightning.world.curve_dataset import write_image_folder
+
+    lm = tiny("swin")
+    folder = write_image_folder(tmp_path / "curves", 3, 3, None, 0.3)
+    result = mti.census(
+        lm, ["layers.2"], str(folder), run_dir=tmp_path / "run", units="all", logger=None,
+        search=False, site=False, top_k=1,
+    )
+    with torch.no_grad():
+        value = capture(lm.model, torch.zeros(1, *lm.input_size), ["layers.2"])["layers.2"]
+    channels = value.shape[-1]
+    assert len(result.rows) == channels
+    data = load_tensors(tmp_path / "run" / "census" / "data" / "layers.2.safetensors")
+    files = sorted(p for p in folder.rglob("*.png"))
+    images = torch.stack([read_image(p, tuple(lm.input_size[1:])) for p in files])
+    with torch.no_grad():
+        grid = capture(lm.model, lm.normalize(images), ["layers.2"])["layers.2"]
+    h, w = grid.shape[1:3]
+    want = grid[:, h // 2, w // 2, :][:, data["units"]]
+    torch.testing.assert_close(data["activation"], want, rtol=1e-4, atol=1e-5)

@@ -26,6 +26,7 @@ from mti_lightning.core.layer_choice import (
 )
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.probes import LayerRef, capture, resolve_module
+from mti_lightning.core.token_grid import spatial_view
 
 
 @dataclass(frozen=True)
@@ -89,13 +90,20 @@ def _layer_names(entries: list, s: Survey, lm: LoadedModel) -> list[str]:
     return sorted(names, key=lambda n: s.order.index(str(LayerRef.parse(n))))
 
 
-def _channel_count(shape: tuple[int, ...], name: str) -> int:
-    if len(shape) not in (1, 2, 3) or (shape[0] if len(shape) == 3 else shape[-1]) == 0:
+def _channel_count(lm: LoadedModel, shape: tuple[int, ...], name: str) -> int:
+    """The layer's channel count, read through its spatial view (a Swin stage is
+    channels-last ``(H, W, C)``)."""
+    channels = (
+        spatial_view(lm.model, lm.input_size, name, shape).channels
+        if len(shape) in (1, 2, 3)
+        else 0
+    )
+    if channels == 0:
         raise MTIConfigError(
             f"layer {name!r} has value shape {shape}: no channels to take a census of; "
             "choose a layer with maps (C, H, W), tokens (N, C) or a vector (C,)"
         )
-    return shape[0] if len(shape) == 3 else shape[-1]
+    return channels
 
 
 def _channels(n: int, units: object, seed: int, index: int, name: str) -> tuple[int, ...]:
@@ -121,7 +129,7 @@ def plan_layers(cfg: CensusSchema, lm: LoadedModel) -> list[LayerPlan]:
     explicit = cfg.attribution_layer if cfg.attribution_layer != "auto" else None
     plans = []
     for index, name in enumerate(names):
-        n = _channel_count(s.shapes[str(LayerRef.parse(name))], name)
+        n = _channel_count(lm, s.shapes[str(LayerRef.parse(name))], name)
         path = one_conv_path(lm.model, name, example, explicit)
         if path is not None:
             attr = path.attr_layer
