@@ -4,7 +4,7 @@
     result = mti.search("curvenet", "bn2:19@center", steps=100)
 
 The public API (``mti_lightning.api``), in the paper's order: ``load_model``, ``search``,
-``visualize``, ``invert``, ``accentuate``, ``attribute``, ``atlas``, ``compare``, and
+``visualize``, ``invert``, ``accentuate``, ``attribute``, ``atlas``, ``circuit``, ``compare``, and
 ``train`` (any architecture on the curves world). Importing the package
 loads PyTorch, not Lightning, W&B or Hydra (they load when a run starts).
 """
@@ -15,6 +15,7 @@ from mti_lightning.api import (
     accentuate,
     atlas,
     attribute,
+    circuit,
     compare,
     invert,
     load_model,
@@ -32,6 +33,7 @@ __all__ = [
     "accentuate",
     "attribute",
     "atlas",
+    "circuit",
     "compare",
     "train",
     "MTIConfigError",

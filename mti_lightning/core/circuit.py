@@ -182,7 +182,7 @@ def expanded_weight(lm: LoadedModel, readout: Readout, layer: str) -> torch.Tens
         raise MTIConfigError(f"expanded weights of one feature; got {len(readout.specs)}")
     net = linearised(lm.model)
     device = next(iter(readout.buffers())).device
-    x = torch.zeros(1, *lm.input_size, device=device)
+    x = torch.zeros(1, *lm.input_size, device=device, requires_grad=True)
     with torch.enable_grad():
         acts = capture(net, x, [layer, *readout.layers])
         value = readout(acts, 1).sum()

@@ -91,6 +91,12 @@ def _atlas(cfg: MTIConfig, run_dir: Path) -> None:
     atlas_from_config(cfg, run_dir)
 
 
+def _circuit(cfg: MTIConfig, run_dir: Path) -> None:
+    from mti_lightning.journeys.circuit.run import run_circuit
+
+    run_circuit(cfg, run_dir)
+
+
 TASKS: dict[str, Callable[[MTIConfig, Path], None]] = {
     "search": _search,
     "curves": _curves,
@@ -100,6 +106,7 @@ TASKS: dict[str, Callable[[MTIConfig, Path], None]] = {
     "compare": _compare,
     "aggregate": _aggregate,
     "atlas": _atlas,
+    "circuit": _circuit,
 }
 
 
