@@ -36,6 +36,7 @@ from torch import nn
 
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import Readout
+from mti_lightning.core.layer_choice import survey
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.module_graph import direct_feeds, set_module
 from mti_lightning.core.probes import LayerRef, capture, resolve_module
@@ -193,6 +194,29 @@ def expanded_weight(lm: LoadedModel, readout: Readout, layer: str) -> torch.Tens
             "an earlier layer"
         )
     return grad[0].detach()
+
+
+def upstream_layer(lm: LoadedModel, layer: str) -> str:
+    """The layer one step upstream of ``layer`` for a second circuit ring: the nearest
+    automatic attribution point (``core.layer_choice``) that lies before the last convolution
+    (or linear layer) preceding ``layer``, so at least one weight layer mixes channels on the
+    way; else that convolution's input."""
+    s = survey(lm.model, lm.input_size)
+    name = str(LayerRef.parse(layer))
+    if name not in s.order:
+        raise MTIConfigError(f"layer {layer!r} is never reached by the model's forward")
+    modules = dict(lm.model.named_modules())
+    at = s.order.index(name)
+    weights = [
+        i
+        for i, n in enumerate(s.order[:at])
+        if not n.endswith(":in") and isinstance(modules.get(n), (nn.Conv2d, nn.Linear))
+    ]
+    if not weights:
+        raise MTIConfigError(f"no convolution lies upstream of {layer!r}; nothing to attribute to")
+    last = weights[-1]
+    before = [p for p in s.attribution_points if p in s.order and s.order.index(p) < last]
+    return max(before, key=s.order.index) if before else f"{s.order[last]}:in"
 
 
 def kernel_box(weight: torch.Tensor) -> tuple[int, int, int, int]:

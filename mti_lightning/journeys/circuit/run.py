@@ -33,7 +33,13 @@ import torch
 
 import mti_lightning.world  # noqa: F401  (registers the built-in world's data sets)
 from mti_lightning.core.attribution import attribute
-from mti_lightning.core.circuit import channel_table, expanded_weight, kernel_box, spearman
+from mti_lightning.core.circuit import (
+    channel_table,
+    expanded_weight,
+    kernel_box,
+    spearman,
+)
+from mti_lightning.core.circuit import upstream_layer as upstream_layer_of
 from mti_lightning.core.config_schema import CircuitSchema, MTIConfig
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import FeatureSpec, Readout, build_readout
@@ -114,13 +120,10 @@ def plan(
         )
     upstream_layer = None
     if c.depth == 2:
-        up = build_readout(lm.model, lm.input_size, [FeatureSpec(layer, 0, "center")])
         try:
-            upstream_layer = _upstream(lm, up, "auto", "circuit.depth=2: the layer upstream")
+            upstream_layer = upstream_layer_of(lm, layer)
         except MTIConfigError as err:
-            raise MTIConfigError(f"{err}; no layer lies upstream of {layer!r}") from err
-        if upstream_layer == layer:
-            raise MTIConfigError(f"circuit.depth=2: no layer lies upstream of {layer!r}")
+            raise MTIConfigError(f"circuit.depth=2: {err}") from err
     size = lm.input_size[1:]
     name = c.data if dataset is None else type(dataset).__name__
     request = SourceRequest(
