@@ -231,6 +231,9 @@ class CompareSchema:
     cache_dir: str | None = None  # null: $MTI_TRAINED_CACHE or ~/.cache/mti-lightning/trained
     tuning_images: int = 1200  # the comparison checks its ranges (compare/run.py)
     tuning_seed: int = 7
+    # tuned units' inhibition measured as inhibition (E- by orientation, its carriers, active
+    # suppression; world/inhibition_tuning.py) on this many of the tuning images; 0: off
+    inhibition_images: int = _rule(400, low=0)
     report_to: str | None = None  # also copy compare_report.md and .png into this folder
 
 

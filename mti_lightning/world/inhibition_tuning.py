@@ -40,6 +40,7 @@ from mti_lightning.world.curves import NUM_CLASSES, ORIENTATIONS_DEG, background
 from mti_lightning.world.tuning import offset_deg, orientation_tuning, tuning_table
 
 PERMUTATIONS = 200
+FAR_DEG = 67.5  # "near orthogonal": 67.5 or 90 degrees from the preference
 
 
 def background_images(n: int, seed: int) -> torch.Tensor:
@@ -112,15 +113,18 @@ def _offset(a: float, b: float) -> float:
 @dataclass
 class InhibitionMeasures:
     """The measures of one unit (degrees modulo 180; ``*_blind``: the mean of the same
-    statistic under the orientation-blind baseline; ``*_p``: the share of baseline draws at
-    least as extreme)."""
+    statistic under the orientation-blind baseline; ``*_far_blind``: the share of baseline
+    draws whose offset is at least ``FAR_DEG``; ``*_p``: the share of baseline draws at least
+    as extreme)."""
 
     preferred_deg: float
     tuning_min_offset: float
     tuning_min_offset_blind: float
+    tuning_min_far_blind: float
     e_minus_deg: float
     e_minus_offset: float
     e_minus_offset_blind: float
+    e_minus_far_blind: float
     e_minus_selectivity: float
     e_minus_selectivity_blind: float
     e_minus_p: float
@@ -194,13 +198,18 @@ def measure(
         finite = [v for v in values if math.isfinite(v)]
         return sum(finite) / len(finite) if finite else float("nan")
 
+    def far(values: list[float]) -> float:
+        return sum(v >= FAR_DEG for v in values) / len(values)
+
     return InhibitionMeasures(
         preferred_deg=pref,
         tuning_min_offset=_offset(pref, float(deg[curve.argmin()])),
         tuning_min_offset_blind=mean(blind_min),
+        tuning_min_far_blind=far(blind_min),
         e_minus_deg=float(deg[e_curve.argmax()]),
         e_minus_offset=_offset(pref, float(deg[e_curve.argmax()])),
         e_minus_offset_blind=mean(blind_e),
+        e_minus_far_blind=far(blind_e),
         e_minus_selectivity=sel,
         e_minus_selectivity_blind=mean(blind_sel),
         e_minus_p=sum(v >= sel for v in blind_sel) / permutations,
@@ -280,6 +289,7 @@ def measure_units(
 
 __all__ = [
     "NUM_CLASSES",
+    "FAR_DEG",
     "CurvesMeasurement",
     "InhibitionMeasures",
     "background_images",
