@@ -107,7 +107,7 @@ def inhibition_line(s: dict[str, Any]) -> str | None:
     return (
         f"{s['model']}, {n} tuned units measured: tuning minimum >= {FAR_DEG:g} deg from "
         f"preference in {m['tuning_min_far']} (orientation-blind: {m['tuning_min_far_blind']:.1f}"
-        f"); largest E- >= {FAR_DEG:g} deg from preference in {m['e_minus_far']} "
+        f"; any single-peaked curve: {n}, by shape); largest E- >= {FAR_DEG:g} deg from preference in {m['e_minus_far']} "
         f"(orientation-blind: {m['e_minus_far_blind']:.1f}), E- orientation-selective in "
         f"{m['e_minus_selective']} (shuffled labels p < {SIGNIFICANT:g}); channels carrying E- "
         f"prefer {deg(m['carriers_offset'])} deg from the unit's preference (median; "
