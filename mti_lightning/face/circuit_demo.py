@@ -13,7 +13,8 @@
    preferences on arcs drawn for the block's receptive field (``world/stimuli.py``).
 
 Every circuit goes through the public API; times are wall-clock seconds on the machine that
-ran it (the CPU settings are stated in the page).
+ran it (the CPU settings are stated in the page). A second run into the same ``--work``
+reuses each circuit's data pass and visualisations, so its times are those of the rest.
 """
 
 from __future__ import annotations
