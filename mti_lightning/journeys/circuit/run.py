@@ -34,6 +34,7 @@ import torch
 import mti_lightning.world  # noqa: F401  (registers the built-in world's data sets)
 from mti_lightning.core.attribution import attribute
 from mti_lightning.core.circuit import (
+    ChannelTable,
     channel_table,
     expanded_weight,
     kernel_box,
@@ -177,7 +178,10 @@ def channel_sums(
     return load_pass(shard_dir), summary
 
 
-def _rows(table: Any, summed: torch.Tensor, inhibitory: list[int], excitatory: list[int]):
+def _rows(
+    table: ChannelTable, summed: torch.Tensor, inhibitory: list[int], excitatory: list[int]
+) -> list[dict[str, Any]]:
+    """One row per channel, largest share of E- first."""
     rows = []
     for c in table.share_minus.argsort(descending=True, stable=True).tolist():
         role = "inhibitory" if c in inhibitory else ""
