@@ -70,6 +70,26 @@ def feature_values(
     return torch.cat(out)
 
 
+def layer_values(
+    lm: LoadedModel, layer: str, images: torch.Tensor, batch: int = 64
+) -> torch.Tensor:
+    """Every channel of ``layer`` on every image, read at the centre of a map (the mean over
+    tokens, or the value itself): ``(N, C)``, one forward per batch of images."""
+    device = next(lm.model.parameters()).device
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            x = _resized(lm, images[start : start + batch]).to(device)
+            act = capture(lm.model, lm.normalize(x), [layer])[layer].float()
+            if act.dim() == 4:
+                out.append(act[:, :, act.shape[2] // 2, act.shape[3] // 2].cpu())
+            elif act.dim() == 3:
+                out.append(act.mean(1).cpu())
+            else:
+                out.append(act.flatten(1).cpu())
+    return torch.cat(out)
+
+
 def channel_energies(
     lm: LoadedModel, readout: Readout, layer: str, images: torch.Tensor, batch: int = 64
 ) -> dict[str, torch.Tensor]:
@@ -249,19 +269,14 @@ def measure_units(
 ) -> CurvesMeasurement:
     """The measures of every unit of ``specs`` (features of one model) with attribution at
     ``layer``, on single-arc curve images ``images`` (labels) and background-only images;
-    the upstream channels' preferences come from their own values at the layer's centre on the
-    same images."""
+    the upstream channels' preferences come from their own values at the layer's centre (the
+    token mean for tokens) on the same images."""
     readout = build_readout(lm.model, lm.input_size, specs)
     device = next(lm.model.parameters()).device
     readout = readout.to(device)
     got = channel_energies(lm, readout, layer, images, batch)
     bg = feature_values(lm, readout, backgrounds)
-    n_channels = got["minus"].shape[-1]
-    shape = build_readout(lm.model, lm.input_size, [FeatureSpec(layer, 0)]).shapes[layer]
-    position = "center" if len(shape) == 3 else "mean"
-    up_specs = [FeatureSpec(layer, c, position) for c in range(n_channels)]
-    up = build_readout(lm.model, lm.input_size, up_specs).to(device)
-    up_values = feature_values(lm, up, images)
+    up_values = layer_values(lm, layer, images, batch)
     up_tuning = orientation_tuning(up_values, labels)
     out, curves, e_curves = [], [], []
     for k in range(len(specs)):
