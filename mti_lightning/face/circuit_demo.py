@@ -35,6 +35,10 @@ from mti_lightning.world.stimuli import centred_arcs
 CURVENET_UNITS = (19, 12, 9, 5)  # the most orientation-tuned units of bn2 (curvenet_report)
 IMAGENET = "efficientnet_lite0.imagenet"
 IMAGENET_UNITS = (16, 15)  # tuned units of blocks.2 (docs/imagenet_report.md)
+TIME_NOTE = (
+    "time (s): this run's wall time per circuit; a rerun into the same `--work` reuses each "
+    "circuit's data pass and visualisations, so it shows the rest only."
+)
 IMAGENET_ARC_PX = 48  # the arcs' scale for blocks.2 (1.5 x its effective receptive field)
 
 
@@ -104,6 +108,8 @@ def curvenet_section(args: argparse.Namespace, out: Path, work: Path) -> list[st
     r2 = measured.channel_r2.tolist()
     lines += [
         "",
+        TIME_NOTE,
+        "",
         "Upstream channels (`pool1`, read at the centre on the same single-arc images): "
         "preferred orientation (R2) "
         + ", ".join(f"{c}: {p:g} ({q:.2f})" for c, (p, q) in enumerate(zip(prefs, r2)))
@@ -171,7 +177,7 @@ def imagenet_section(args: argparse.Namespace, out: Path, work: Path) -> list[st
             f"{_fmt(m.carriers_offset_blind)}) | {_fmt(m.excitors_offset)} | {seconds:.0f} |"
         )
         figures.append(f"![circuit of blocks.2:{u}]({name}.png)")
-    return [*lines, "", *figures, ""]
+    return [*lines, "", TIME_NOTE, "", *figures, ""]
 
 
 def main(argv: list[str] | None = None) -> None:
