@@ -50,3 +50,19 @@ def test_helpers():
     assert min(mean, 180 - mean) < 1e-6
     bg = background_images(3, 7)
     assert bg.shape == (3, 3, 64, 64) and 0 <= float(bg.min()) and float(bg.max()) <= 1
+
+
+def test_the_comparison_reports_measured_inhibition_beside_the_blind_values():
+    from mti_lightning.journeys.compare.findings import inhibition_line, inhibition_summary
+
+    m = measure(*_unit(True), permutations=50).as_dict()
+    blind = measure(*_unit(False), permutations=50).as_dict()
+    rows = [{**m, "inhibition_offset_deg": 90.0}, {**blind, "inhibition_offset_deg": 67.5}]
+    summary = inhibition_summary(rows)
+    assert summary["units"] == 2 and summary["tuning_min_far"] == 2
+    assert summary["e_minus_selective"] == 1 and summary["suppressed"] == 1
+    line = inhibition_line({"model": "m", "inhibition": summary})
+    assert "tuning minimum >= 67.5 deg from preference in 2" in line
+    assert "any single-peaked curve: 2, by shape" in line
+    assert "E- orientation-selective in 1" in line
+    assert inhibition_summary([]) is None
