@@ -161,6 +161,7 @@ def test_bad_input_fails_in_one_line(images, tmp_path):
         ({"k": 7, "layer": "act"}, data, "circuit.k=7 but layer 'act' has 6 channels"),
         ({"k": 1, "layer": "out"}, data, "circuit.layer='out'"),
         ({"k": 1, "layer": "act"}, Images(images[:0]), "is empty|holds no images"),
+        ({"k": 1, "layer": "act", "devices": 2}, data, "a circuit runs in one process"),
     ]
     for args, d, message in cases:
         with pytest.raises(mti.MTIConfigError, match=message) as err:

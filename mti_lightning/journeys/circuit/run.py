@@ -110,6 +110,8 @@ def plan(
     c = cfg.circuit
     if c is None:
         raise MTIConfigError("no circuit group in the config; compose it with experiment=circuit")
+    _one_process(cfg)
+    _pass_options(cfg)
     lm = lm if lm is not None else load_from_config(cfg)
     spec = _one_feature(cfg, lm)
     readout = build_readout(lm.model, lm.input_size, [spec])
@@ -138,6 +140,24 @@ def plan(
     if len(source) == 0:
         raise MTIConfigError(f"circuit.data={name!r} holds no images; give a data set with images")
     return Plan(lm, spec, readout, layer, channels, source, upstream_layer)
+
+
+def _one_process(cfg: MTIConfig) -> None:
+    """The circuit runs in one process: its visualisation search and checks follow the pass
+    on the first process only, which a multi-process strategy would leave waiting."""
+    t = cfg.trainer
+    many = (
+        (isinstance(t.devices, int) and (t.devices > 1 or t.devices == -1))
+        or (isinstance(t.devices, (list, tuple)) and len(t.devices) > 1)
+        or t.num_nodes > 1
+        or str(t.strategy).startswith("ddp")
+    )
+    if many:
+        raise MTIConfigError(
+            f"trainer.devices={t.devices}, trainer.num_nodes={t.num_nodes}, trainer.strategy="
+            f"{t.strategy}: a circuit runs in one process; use trainer.devices=1 (one GPU or "
+            "the CPU)"
+        )
 
 
 def _pass_options(cfg: MTIConfig) -> PassOptions:
