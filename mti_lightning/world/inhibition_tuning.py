@@ -36,7 +36,7 @@ from mti_lightning.core.features import FeatureSpec, Readout, build_readout
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.probes import capture
 from mti_lightning.shells.data_pass import reduce_batch
-from mti_lightning.world.curves import NUM_CLASSES, ORIENTATIONS_DEG, background
+from mti_lightning.world.curves import ORIENTATIONS_DEG, background
 from mti_lightning.world.tuning import offset_deg, orientation_tuning, tuning_table
 
 PERMUTATIONS = 200
@@ -303,7 +303,6 @@ def measure_units(
 
 
 __all__ = [
-    "NUM_CLASSES",
     "FAR_DEG",
     "CurvesMeasurement",
     "InhibitionMeasures",

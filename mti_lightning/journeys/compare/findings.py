@@ -20,9 +20,9 @@ import torch
 
 from mti_lightning.journeys.compare.plan import Plan
 from mti_lightning.journeys.compare.tuning import TUNED_R2, Tuning
+from mti_lightning.world.inhibition_tuning import FAR_DEG
 
 OFFSETS_DEG = (0.0, 22.5, 45.0, 67.5, 90.0)
-FAR_DEG = 67.5
 SIGNIFICANT = 0.05  # share of orientation-blind draws at least as extreme
 LEARNED_ACCURACY = 0.9  # held-out accuracy below which a trained network is flagged
 
