@@ -198,3 +198,8 @@ def test_circuit_command_draws_curvenet_unit_with_echo(tmp_path):
     assert (run / "circuit" / "circuit.png").stat().st_size > 10_000
     assert len(list((run / "circuit" / "viz").glob("*.png"))) == 5
     assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    (table,) = run.glob("wandb/offline-run-*/files/media/table/circuit_*.table.json")
+    table = json.loads(table.read_text())
+    assert table["columns"][:2] == ["channel", "role"] and table["columns"][-1] == "visualization"
+    top = list(dict.fromkeys(record["inhibitory"] + record["excitatory"]))
+    assert [row[0] for row in table["data"]] == top
