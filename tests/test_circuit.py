@@ -86,7 +86,9 @@ QUICK = {"visualize": False, "echo": False, "logger": None, "control_seeds": 5}
 @pytest.fixture(scope="module")
 def result(images, tmp_path_factory):
     out = tmp_path_factory.mktemp("circuit")
-    return mti.circuit(hand(), TARGET, data=Images(images), layer="act", k=1, run_dir=out, **QUICK)
+    return mti.circuit(
+        hand(), TARGET, data=Images(images), layer="act", k=1, depth=2, run_dir=out, **QUICK
+    )
 
 
 def test_b_holds_the_inhibition_and_ranks_first(result):
@@ -100,6 +102,15 @@ def test_b_holds_the_inhibition_and_ranks_first(result):
     assert rows[A]["mean_signed"] > 0 > rows[B]["mean_signed"]
     record = json.loads((result.run_dir / "circuit" / "circuit.json").read_text())
     assert record["inhibitory"] == [B] and record["n_images"] == 40 and record["n_tense"] == 4
+
+
+def test_depth_two_finds_each_channel_s_own_input(result):
+    # one layer up from ``act`` is the image (``up:in``): channel b is the green input
+    upstream = result.record["upstream"]
+    assert set(upstream) == {str(B), str(A)}
+    assert upstream[str(B)]["layer"] == "up:in"
+    assert upstream[str(B)]["excitatory"][0][0] == 1 and upstream[str(A)]["excitatory"][0][0] == 0
+    assert upstream[str(B)]["excitatory"][0][1] == pytest.approx(1.0)
 
 
 def test_a_channel_that_excites_and_inhibits_is_flagged(result):
