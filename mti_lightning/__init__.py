@@ -4,8 +4,8 @@
     result = mti.search("curvenet", "bn2:19@center", steps=100)
 
 The public API (``mti_lightning.api``), in the paper's order: ``load_model``, ``search``,
-``visualize``, ``invert``, ``accentuate``, ``attribute``, ``atlas``, ``census``, ``compare``, and
-``train`` (any architecture on the curves world). Importing the package
+``visualize``, ``invert``, ``accentuate``, ``attribute``, ``atlas``, ``census``, ``circuit``,
+``compare``, and ``train`` (any architecture on the curves world). Importing the package
 loads PyTorch, not Lightning, W&B or Hydra (they load when a run starts).
 """
 
@@ -16,6 +16,7 @@ from mti_lightning.api import (
     atlas,
     attribute,
     census,
+    circuit,
     compare,
     invert,
     load_model,
@@ -34,6 +35,7 @@ __all__ = [
     "attribute",
     "atlas",
     "census",
+    "circuit",
     "compare",
     "train",
     "MTIConfigError",

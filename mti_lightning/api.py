@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from mti_lightning.core.attribution import Attribution
     from mti_lightning.journeys.atlas.result import AtlasResult
     from mti_lightning.journeys.census.result import CensusResult
+    from mti_lightning.journeys.circuit.result import CircuitResult
     from mti_lightning.journeys.search.result import SearchResult
 
 Model = str | nn.Module | LoadedModel
@@ -245,6 +246,42 @@ def census(
     result = run_census(cfg, out, lm=lm, dataset=dataset, logger=logger)
     if result is None:
         raise RuntimeError("census ran on a process other than rank 0; use rank 0's result")
+def circuit(
+    model: Model,
+    target: Any,
+    data: Any = "curves",
+    layer: str = "auto",
+    k: int = 8,
+    depth: int = 1,
+    run_dir: str | Path | None = None,
+    **options: Any,
+) -> CircuitResult:
+    """The inhibition circuit of one unit ``target`` at ``layer`` (``auto``: the model's
+    attribution layer) over ``data`` (as the atlas's: a folder, a torch ``Dataset``,
+    ``curves``, ``photos[:...]``, ``torchvision:NAME``): every channel's share of the unit's
+    E- and E+, its expanded weight and cancellation flag, the top ``k`` inhibitory and
+    excitatory channels with their feature visualisations and kernels (``depth=2``: one more
+    layer upstream), the ablation against random channels and the echo. ``options``: the
+    ``circuit.*`` keys (``curves_n``, ``tense_fraction``, ``viz_steps``, ``echo``, ...)
+    and the shared ones. Returns a :class:`~mti_lightning.journeys.circuit.result.CircuitResult`
+    (``.rows`` one per channel, ``.record``, ``.figure``)."""
+    from mti_lightning.journeys.circuit.run import run_circuit
+
+    quiet_console()
+    dataset = None if isinstance(data, (str, Path)) else data
+    fixed = {
+        "circuit.data": str(data) if dataset is None else f"dataset:{type(data).__name__}",
+        "circuit.layer": layer,
+        "circuit.k": k,
+        "circuit.depth": depth,
+        "target": target,
+    }
+    cfg, _ = build_config(["experiment=circuit"], model, options, "circuit", fixed)
+    lm = loaded_model(model, cfg)
+    out = run_dir_for(run_dir)
+    result = run_circuit(cfg, out, lm=lm, dataset=dataset)
+    if result is None:
+        raise RuntimeError("circuit ran on a process other than rank 0; use rank 0's result")
     write_config(cfg, out, lm)
     return result
 

@@ -106,6 +106,10 @@ def _check_lists(cfg: dict[str, Any]) -> None:
                     f"callbacks.snapshot_steps={step!r}; must be an integer >= 0"
                 )
     _check_census(cfg)
+    for key in ("circuit.tense_fraction", "circuit.cancel_ratio"):
+        value = _get(cfg, key)
+        if _is_number(value, False) and value > 1:
+            raise MTIConfigError(f"{key}={value!r}; must be a fraction in (0, 1]")
     devices = _get(cfg, "trainer.devices")
     if devices is not _ABSENT and not _good_devices(devices):
         raise MTIConfigError(

@@ -231,6 +231,9 @@ class CompareSchema:
     cache_dir: str | None = None  # null: $MTI_TRAINED_CACHE or ~/.cache/mti-lightning/trained
     tuning_images: int = 1200  # the comparison checks its ranges (compare/run.py)
     tuning_seed: int = 7
+    # tuned units' inhibition measured as inhibition (E- by orientation, its carriers, active
+    # suppression; world/inhibition_tuning.py) on this many of the tuning images; 0: off
+    inhibition_images: int = _rule(400, low=0)
     report_to: str | None = None  # also copy compare_report.md and .png into this folder
 
 
@@ -366,6 +369,36 @@ class AggregateSchema:
     top: int = _rule(40, low=1)  # rows in the figure's bar chart
 
 
+@dataclass
+class CircuitSchema:
+    """``circuit``: the inhibition circuit of one unit (``target``) at an upstream layer."""
+
+    # data: curves, photos, a folder, or torchvision:NAME (as the atlas's)
+    data: str = "curves"
+    data_root: str = ""
+    curves_n: int = _rule(1000, low=1)
+    curves_seed: int = 4000
+    # the attribution layer; auto: the model's own (CurveNet: pool1), else the block before
+    layer: str = "auto"
+    k: int = _rule(8, low=1)  # inhibitory and excitatory channels shown and ablated
+    depth: int = _rule(1, choices=(1, 2))  # 2: one more layer upstream of the top channels
+    tense_fraction: float = _rule(0.1, low=0, above=True)  # the tensest images' share
+    # a channel cancels when |mean A_c| < cancel_ratio * mean |A_c| (core/circuit.py)
+    cancel_ratio: float = _rule(0.25, low=0, above=True)
+    control_seeds: int = _rule(5, low=1)  # random k-channel ablations as the control
+    echo: bool = True  # the echo: tuning before/after the top inhibitors' negative weights go
+    echo_images: int = _rule(800, low=8)  # curve images of the tuning curves
+    echo_seed: int = 7
+    visualize: bool = True  # feature visualisations of the unit and its 2k channels
+    viz_steps: int = _rule(128, low=1)
+    viz_lr: float = _rule(0.05, low=0, above=True)
+    viz_draws: int = _rule(4, low=1)
+    batch_size: int = _rule(64, low=1)  # (image, target) pairs per attribution chunk
+    shard_size: int = _rule(512, low=1)
+    num_workers: int = _rule(0, low=0)
+    fast_net: bool = True
+
+
 def _default_target() -> dict[str, Any]:
     # CurveNet's orientation-tuned units (docs/curvenet_report.txt)
     return {"layer": "bn2", "depth": None, "channel": [9, 12, 19, 5], "position": "center"}
@@ -373,7 +406,7 @@ def _default_target() -> dict[str, Any]:
 
 # train_curvenet is gone (its task says so, naming `mti experiment=train model=curvenet`)
 TASKS = ("search", "curves", "train", "train_curvenet", "toys", "curvenet_report", "compare")
-TASKS += ("aggregate", "atlas", "census")
+TASKS += ("aggregate", "atlas", "census", "circuit")
 
 
 @dataclass
@@ -405,3 +438,4 @@ class MTIConfig:
     curves: CurvesSchema | None = None
     report: ReportSchema | None = None
     aggregate: AggregateSchema | None = None
+    circuit: CircuitSchema | None = None

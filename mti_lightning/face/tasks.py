@@ -97,6 +97,12 @@ def _census(cfg: MTIConfig, run_dir: Path) -> None:
     run_census(cfg, run_dir)
 
 
+def _circuit(cfg: MTIConfig, run_dir: Path) -> None:
+    from mti_lightning.journeys.circuit.run import run_circuit
+
+    run_circuit(cfg, run_dir)
+
+
 TASKS: dict[str, Callable[[MTIConfig, Path], None]] = {
     "search": _search,
     "curves": _curves,
@@ -107,6 +113,7 @@ TASKS: dict[str, Callable[[MTIConfig, Path], None]] = {
     "aggregate": _aggregate,
     "atlas": _atlas,
     "census": _census,
+    "circuit": _circuit,
 }
 
 

@@ -4,7 +4,9 @@ Lightning ``predict`` loop writing one shard file per range of images (sharded, 
 Each shard is one predict batch: its images are decoded in the data loader (undecodable items
 are left out and listed), attributed in device-sized chunks and reduced on the device to
 per-image numbers: each target's activation; ``E+``/``E-`` in L1 and L2 and the spatially summed
-attribution vector per layer (optional); optionally one layer's map cropped to a window. The writer saves
+attribution vector per layer (optional); per channel, the sums of ``relu(A)`` and ``relu(-A)``
+over positions (optional: every channel's share of E+ and E- from the one pass, as a circuit
+reads them); optionally one layer's map cropped to a window. The writer saves
 it atomically under its global index range. Under DDP the distributed sampler gives each shard
 to one process; on resume, shards whose file exists are skipped before decoding, so an
 interrupted pass continues at the first missing shard.
@@ -69,13 +71,16 @@ class PassSetup:
 @dataclass(frozen=True)
 class PassOptions:
     """How a pass runs: images per shard file and (image, target) pairs per chunk; whether the
-    summed attribution vectors are stored; the layer whose map is stored (None: none), cropped
-    to the setup's window; the fast network (``core.fastnet``); the Trainer's placement."""
+    summed attribution vectors are stored; whether the per-channel sums of ``relu(A)`` and
+    ``relu(-A)`` are stored (``LAYER/channel_plus``, ``LAYER/channel_minus``); the layer whose
+    map is stored (None: none), cropped to the setup's window; the fast network
+    (``core.fastnet``); the Trainer's placement."""
 
     shard_size: int = 256
     batch_size: int = 64
     num_workers: int = 0
     vectors: bool = True
+    channel_sums: bool = False
     map_layer: str | None = None
     crop_maps: bool = True
     fast_net: bool = True
@@ -129,9 +134,11 @@ def reduce_batch(
     map_layer: str | None = None,
     window: Window | None = None,
     vectors: bool = True,
+    channel_sums: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Per-image activation, energies and (with ``vectors``) summed vectors at each layer (on
-    the device) of every target of ``readout``, plus ``{map_layer}/map`` cropped to ``window``
+    """Per-image activation, energies, (with ``vectors``) summed vectors and (with
+    ``channel_sums``) per-channel sums of ``relu(A)`` and ``relu(-A)`` at each layer (on the
+    device) of every target of ``readout``, plus ``{map_layer}/map`` cropped to ``window``
     when a map layer is given. With ``T > 1`` targets the target is dimension 1 of every
     result."""
     n, t = images.shape[0], len(readout.specs)
@@ -153,8 +160,14 @@ def reduce_batch(
         for key, value in energies(attr).as_dict().items():
             if key in ENERGY_KEYS:
                 out[f"{layer}/{key}"] = per_image(value)
+        channels_last = view.layout == "channels_last"
         if vectors:
-            out[f"{layer}/vector"] = per_image(summed_vector(attr, view.layout == "channels_last"))
+            out[f"{layer}/vector"] = per_image(summed_vector(attr, channels_last))
+        if channel_sums:
+            out[f"{layer}/channel_plus"] = per_image(summed_vector(attr.clamp_min(0), channels_last))
+            out[f"{layer}/channel_minus"] = per_image(
+                summed_vector((-attr).clamp_min(0), channels_last)
+            )
         if layer == map_layer:
             attr = view.to_grid(attr)
             h0, h1, w0, w1 = window or (0, attr.shape[2], 0, attr.shape[3])
@@ -218,6 +231,7 @@ class AttributionPass(L.LightningModule):
         self.window = setup.window if options.crop_maps else None
         self.fast_net, self.vectors = options.fast_net, options.vectors
         self.units = setup.units
+        self.channel_sums = options.channel_sums
         # images per chunk: ``batch_size`` (image, target) pairs go through the network at
         # once; in census mode ``batch_size`` images
         targets = 1 if setup.units is not None else len(setup.readout.specs)
@@ -247,6 +261,9 @@ class AttributionPass(L.LightningModule):
             channels = spatial_view(self.lm.model, self.lm.input_size, layer, shape).channels
             if self.vectors:
                 out[f"{layer}/vector"] = torch.zeros(*lead, channels, device=self.device)
+            if self.channel_sums:
+                for key in ("channel_plus", "channel_minus"):
+                    out[f"{layer}/{key}"] = torch.zeros(*lead, channels, device=self.device)
             if layer == self.map_layer:
                 c, h, w = spatial_view(self.lm.model, self.lm.input_size, layer, shape).grid_shape
                 h0, h1, w0, w1 = self.window or (0, h, 0, w)
@@ -282,6 +299,7 @@ class AttributionPass(L.LightningModule):
                 self.map_layer,
                 self.window,
                 self.vectors,
+                self.channel_sums,
             )
             for i in range(0, images.shape[0], self.chunk)
         ]

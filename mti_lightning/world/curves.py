@@ -373,3 +373,14 @@ def generate(
         arcs=arcs,
         meta={"background": kind, "n_distractors": n_distractors, "noise_std": noise_std},
     )
+
+
+def background(seed: int, index: int, config: CurveConfig | None = None) -> np.ndarray:
+    """The background of sample ``index`` of stream ``seed`` alone (``(3, H, W)`` in [0, 1]):
+    what :func:`generate` paints before any stroke, for the response of a unit to no curve."""
+    config = config or CurveConfig()
+    _check_stream(seed, index, 0.0)
+    rng = np.random.default_rng([seed, index])
+    _draw_labels(rng, 0.0)
+    kind = config.backgrounds[int(rng.integers(len(config.backgrounds)))]
+    return _background(rng, config, kind)

@@ -160,9 +160,9 @@ def report_figure(
         x = [i + (k - (len(names) - 1) / 2) * width for i in range(len(OFFSETS_DEG))]
         ax.bar(x, share, width, label=f"{s['model']} ({s['tuned']}/{s['channels']} tuned)")
     ax.set_xticks(range(len(OFFSETS_DEG)), [f"{o:g}" for o in OFFSETS_DEG])
-    ax.set_xlabel("strongest inhibition: degrees from the preferred orientation")
+    ax.set_xlabel("tuning minimum (least drive): degrees from the preferred orientation")
     ax.set_ylabel("share of tuned units")
-    ax.set_title(f"where inhibition lies (units with R2 > {TUNED_R2})", fontsize=9)
+    ax.set_title(f"tuning minimum (units with R2 > {TUNED_R2}); see the text", fontsize=9)
     ax.legend(fontsize=7)
     ax = axes[0][1]
     ax.boxplot([tunings[n].r2.clamp(0, 1).numpy() for n in names], showfliers=True)

@@ -52,15 +52,38 @@ from mti_lightning.core.zoo import BUILTIN_MODELS
 from mti_lightning.journeys.compare.plan import Plan, compare_group
 from mti_lightning.journeys.compare.report import write_report
 from mti_lightning.journeys.compare.trained import recipes_to_train, train_models
-from mti_lightning.journeys.compare.tuning import Tuning, tuning_images, unit_tuning
+from mti_lightning.journeys.compare.tuning import (
+    Tuning,
+    tuning_images,
+    unit_inhibition,
+    unit_tuning,
+)
 from mti_lightning.shells.data_pass import PassOptions, PassSetup, load_pass, run_pass
 from mti_lightning.shells.images import ImageSource, SourceRequest, open_source, source_name
 from mti_lightning.world.curves import NUM_CLASSES
+from mti_lightning.world.inhibition_tuning import InhibitionMeasures, background_images
 
 # runs one search from its config into a directory and returns its metrics record
 SearchRunner = Callable[[MTIConfig, Path], dict[str, Any]]
 
 MEASURES = ("activation", "e_plus", "e_minus", "tension", "tension_ratio")
+# the columns of inhibition measured as inhibition (world/inhibition_tuning.py) in each row
+INHIBITION_COLUMNS = (
+    "tuning_min_offset_blind",
+    "tuning_min_far_blind",
+    "e_minus_offset",
+    "e_minus_offset_blind",
+    "e_minus_far_blind",
+    "e_minus_selectivity",
+    "e_minus_p",
+    "carriers_offset",
+    "carriers_offset_blind",
+    "excitors_offset",
+    "background",
+    "suppression",
+    "suppression_blind",
+    "suppression_p",
+)
 
 
 def check_models(models: Any) -> list[str]:
@@ -303,11 +326,14 @@ def unit_rows(
     names: list[str],
     found: dict[int, dict],
     tuning: Tuning,
+    inhibition: dict[int, InhibitionMeasures] | None = None,
 ) -> list[dict[str, Any]]:
-    """One comparison row per unit: orientation tuning, activation statistics, data tension,
-    search tension."""
+    """One comparison row per unit: orientation tuning, inhibition measured as inhibition
+    (tuned units; None elsewhere), activation statistics, data tension, search tension."""
     rows = []
     for k, unit in enumerate(plan.units):
+        measured = (inhibition or {}).get(unit)
+        extra = measured.as_dict() if measured is not None else {}
         act, t, ratio = values["activation"][k], values["tension"][k], values["tension_ratio"][k]
         top = int(t.argmax())
         s = found.get(unit)
@@ -324,6 +350,7 @@ def unit_rows(
                 "preferred_deg": float(tuning.preferred_deg[unit]),
                 "inhibition_deg": float(tuning.inhibition_deg[unit]),
                 "inhibition_offset_deg": float(tuning.offset_deg[unit]),
+                **{key: extra.get(key) for key in INHIBITION_COLUMNS},
                 "n_images": len(names),
                 "act_mean": float(act.mean()),
                 "act_std": float(act.std()) if len(act) > 1 else 0.0,
@@ -386,6 +413,8 @@ def run_compare(
             weights, note, _ = records[name]
             plans[i] = plan_model(name, cfg, models, checkpoint=str(weights), note=note)
     t_images, t_labels = tuning_images(c.tuning_images, c.tuning_seed)
+    n_inhibition = min(c.inhibition_images, c.tuning_images)
+    backgrounds = background_images(min(n_inhibition, 200), c.tuning_seed)
     accelerator = cfg.trainer.accelerator
     rows, data, tunings, skipped = [], {}, {}, 0
     for plan in plans:
@@ -394,10 +423,18 @@ def run_compare(
         names = [source.name(int(i)) for i in values.pop("index")]
         plan.lm.to(_device(accelerator))
         tunings[plan.name] = unit_tuning(plan, t_images, t_labels)
+        inhibition = unit_inhibition(
+            plan,
+            tunings[plan.name],
+            t_images[:n_inhibition],
+            t_labels[:n_inhibition],
+            backgrounds,
+            c.batch_size,
+        )
         plan.lm.to("cpu")
         data[plan.name] = values
         found = _search(plan, cfg, run_dir, run_search)
-        rows += unit_rows(plan, values, names, found, tunings[plan.name])
+        rows += unit_rows(plan, values, names, found, tunings[plan.name], inhibition)
         skipped = len(source) - len(names)
     header = _header(cfg, plans, rows, images_line, skipped)
     training = {name: record for name, (_, _, record) in records.items()}

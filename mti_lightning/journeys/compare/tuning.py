@@ -12,9 +12,17 @@ from mti_lightning.core.features import FeatureSpec, readout_weight
 from mti_lightning.core.probes import capture, layer_shapes
 from mti_lightning.journeys.compare.plan import Plan
 from mti_lightning.world.curve_dataset import CurveDataset, RenderedCurveDataset
+from mti_lightning.world.inhibition_tuning import InhibitionMeasures, measure_units
 from mti_lightning.world.tuning import TUNED_R2, Tuning, orientation_tuning
 
-__all__ = ["TUNED_R2", "Tuning", "channel_values", "tuning_images", "unit_tuning"]
+__all__ = [
+    "TUNED_R2",
+    "Tuning",
+    "channel_values",
+    "tuning_images",
+    "unit_inhibition",
+    "unit_tuning",
+]
 
 
 def tuning_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,3 +56,23 @@ def channel_values(plan: Plan, images: torch.Tensor, batch: int = 256) -> torch.
 def unit_tuning(plan: Plan, images: torch.Tensor, labels: torch.Tensor) -> Tuning:
     """Orientation tuning of every channel of the plan's layer."""
     return orientation_tuning(channel_values(plan, images), labels)
+
+
+def unit_inhibition(
+    plan: Plan,
+    tuning: Tuning,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    backgrounds: torch.Tensor,
+    batch: int = 64,
+) -> dict[int, InhibitionMeasures]:
+    """Inhibition measured as inhibition (``world/inhibition_tuning.py``) for each measured
+    unit that is orientation tuned, with attribution at the plan's attribution layer."""
+    units = [u for u in plan.units if bool(tuning.tuned[u])]
+    if not units or len(images) == 0:
+        return {}
+    specs = [FeatureSpec(plan.layer, u, plan.position) for u in units]
+    got = measure_units(
+        plan.lm, specs, plan.attribution_layer, images, labels, backgrounds, batch
+    )
+    return dict(zip(units, got.measures))
