@@ -296,6 +296,9 @@ class CensusSchema:
     search_top_n: int = _rule(0, low=0)
     units_per_search: int = _rule(32, low=1)
     site: bool = True  # the static site (census/index.html, a page per unit) and its W&B table
+    # run directories of circuits (mti experiment=circuit) of census units: their upstream
+    # channels, ablation and figure go on those units' pages
+    circuits: list[str] = field(default_factory=list)
 
 
 @dataclass

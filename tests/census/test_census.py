@@ -164,6 +164,28 @@ def test_a_census_runs_its_search_side_and_builds_its_site(curves, tmp_path):
     assert all(r["spec"] in index for r in result.rows)
 
 
+def test_a_circuit_run_goes_on_its_units_page(curves, tmp_path):
+    """A circuit of a census unit (``mti.circuit``), named in ``census.circuits``, puts the
+    unit's strongest upstream channels, its ablation and its figure on the unit's page."""
+    circuit = mti.circuit(
+        "curvenet", "bn2:19@center", data=str(curves), k=2, run_dir=tmp_path / "circuit",
+        logger=None, echo=False, visualize=False, control_seeds=1,
+    )
+    census = tmp_path / "run" / "census"
+    with pytest.raises(MTIConfigError, match="holds no circuit/circuit.json"):
+        mti.census("curvenet", ["bn2"], str(curves), run_dir=tmp_path / "run", **{
+            **OPTIONS, "site": True, "circuits": [str(tmp_path)]})
+    assert not census.exists()
+    mti.census("curvenet", ["bn2"], str(curves), run_dir=tmp_path / "run", **{
+        **OPTIONS, "site": True, "circuits": [str(tmp_path / "circuit")]})
+    entry = json.loads((census / "circuits.json").read_text())["bn2:19@center"]
+    assert [e["channel"] for e in entry["inhibitory"]] == circuit.record["inhibitory"]
+    assert (census / entry["figure"]).is_file()
+    page = next((census / "pages").glob("bn2_19_center-*.html")).read_text()
+    assert "Upstream channels" in page and entry["figure"] in page
+    assert sum("Upstream channels" in p.read_text() for p in (census / "pages").glob("*")) == 1
+
+
 def test_bad_input_is_one_line_before_any_work_and_keeps_what_was_written(one, curves, tmp_path):
     before = (one / "census" / "units.json").read_bytes()
     with pytest.raises(MTIConfigError, match=r"unknown layer 'bn9'; closest names .*bn"):

@@ -238,6 +238,34 @@ def _numbers(pairs: Sequence[tuple[str, Any]]) -> str:
     return f"<table>{cells}</table>"
 
 
+def _circuit_section(circuit: Mapping[str, Any]) -> str:
+    """The unit's upstream channels (from its circuit run): the strongest inhibitory and
+    excitatory channels with their shares, the ablation's rise, and the circuit figure."""
+    parts = ["<h2>Upstream channels</h2>"]
+    if circuit.get("layer"):
+        parts.append(f"<p>at {esc(circuit['layer'])}</p>")
+    if circuit.get("ablation_rise") is not None:
+        parts.append(
+            f"<p>ablating the inhibitory channels raises the unit by "
+            f"{fmt(circuit['ablation_rise'])} on its tensest images (random channels: "
+            f"{fmt(circuit.get('ablation_rise_control'))})</p>"
+        )
+    for key, label in (("inhibitory", "strongest inhibitory"), ("excitatory", "strongest excitatory")):
+        entries = circuit.get(key) or []
+        cells = "".join(
+            f'<tr><td class="text">{esc(e.get("channel"))}</td><td>{fmt(e.get("share"))}</td>'
+            f'<td class="text">{"cancels" if e.get("cancels") else ""}</td></tr>'
+            for e in entries
+        )
+        parts.append(
+            f"<h3>{esc(label)}</h3><table><tr><th class=text>channel</th><th>share</th>"
+            f"<th class=text></th></tr>{cells}</table>"
+        )
+    if circuit.get("figure"):
+        parts.append(f'<img class="wide" src="{url("../" + str(circuit["figure"]))}" alt="circuit">')
+    return "".join(parts)
+
+
 def unit_page(
     row: Mapping[str, Any],
     found: Mapping[str, Any] | None,
@@ -328,15 +356,5 @@ def unit_page(
             f'<h2>Atlas</h2><img class="wide" src="{url(assets["atlas"])}" alt="atlas">'
         )
     if circuit:
-        parts.append("<h2>Upstream channels</h2>")
-        for key, label in (("inhibitory", "strongest inhibitory"), ("excitatory", "strongest excitatory")):
-            entries = circuit.get(key) or []
-            cells = "".join(
-                f'<tr><td class="text">{esc(e.get("channel"))}</td><td>{fmt(e.get("share"))}</td></tr>'
-                for e in entries
-            )
-            parts.append(
-                f"<h3>{esc(label)}</h3><table><tr><th class=text>channel</th><th>share</th></tr>"
-                f"{cells}</table>"
-            )
+        parts.append(_circuit_section(circuit))
     return _page(spec, "".join(parts))

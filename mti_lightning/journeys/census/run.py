@@ -15,8 +15,10 @@ from typing import Any
 
 from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.models import LoadedModel
+from mti_lightning.journeys.census.circuits import circuit_record_path, gather_circuits
 from mti_lightning.journeys.census.context import CensusRun
 from mti_lightning.journeys.census.data import run_data
+from mti_lightning.journeys.census.layout import read_units
 from mti_lightning.journeys.census.merge import run_merge, unfinished_jobs
 from mti_lightning.journeys.census.result import CensusResult
 from mti_lightning.journeys.census.search_side import SearchSideOptions, run_search_side
@@ -44,10 +46,12 @@ def site(run: CensusRun) -> dict[str, dict[str, Any]]:
     census table, a summary per layer, the site as an artifact) where a W&B logger is set."""
     if not run.c.site:
         return {}
+    specs = {r["spec"] for r in read_units(run.dir)["units"]}
+    with_circuit = gather_circuits(run.dir, list(run.c.circuits), specs)
     index = build_site(run.dir, images=getattr(run.source, "root", None))
     log_census(run.dir, run.logger)
     finish_run(run.logger)
-    return {"site": {"index": str(index)}}
+    return {"site": {"index": str(index), "units_with_circuit": with_circuit}}
 
 
 def run_census(
@@ -68,6 +72,8 @@ def run_census(
     c = run.c
     run.plans  # noqa: B018  (layers, units and attribution layers checked first)
     run.source  # noqa: B018  (then the data: an empty data set fails here)
+    for circuit_run in c.circuits:  # and the circuits to show: each must hold its record
+        circuit_record_path(circuit_run)
     stages: dict[str, dict[str, Any]] = {}
     if c.stage in ("all", "data"):
         stages["data"] = run_data(run, c.job)
