@@ -246,6 +246,10 @@ def census(
     result = run_census(cfg, out, lm=lm, dataset=dataset, logger=logger)
     if result is None:
         raise RuntimeError("census ran on a process other than rank 0; use rank 0's result")
+    write_config(cfg, out, lm)
+    return result
+
+
 def circuit(
     model: Model,
     target: Any,
