@@ -120,3 +120,20 @@ def test_a_census_reads_a_swin_stage_by_its_channels_at_the_grid_centre(tmp_path
     h, w = grid.shape[1:3]
     want = grid[:, h // 2, w // 2, :][:, data["units"]]
     torch.testing.assert_close(data["activation"], want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_circuit_on_a_swin_block_reads_its_channels_last_stage(tmp_path) -> None:
+    """The circuit of a Swin unit at a channels-last stage has one row per channel C (not per
+    grid row) and ablates channels along the last dimension."""
+    from mti_lightning.world.curve_dataset import write_image_folder
+
+    lm = tiny("swin")
+    folder = write_image_folder(tmp_path / "curves", 4, 3, None, 0.3)
+    result = mti.circuit(
+        lm, "layers.2.blocks.1.mlp.fc1:5@center", data=str(folder), k=2, run_dir=tmp_path / "c",
+        logger=None, echo=False, control_seeds=1, viz_steps=1, viz_draws=1,
+    )
+    with torch.no_grad():
+        value = capture(lm.model, torch.zeros(1, *lm.input_size), [result.record["layer"]])
+    assert len(result.rows) == next(iter(value.values())).shape[-1]
+    assert len(result.record["inhibitory"]) == 2 and result.figure.is_file()

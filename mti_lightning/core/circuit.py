@@ -40,6 +40,7 @@ from mti_lightning.core.layer_choice import survey
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.module_graph import direct_feeds, set_module
 from mti_lightning.core.probes import LayerRef, capture, resolve_module
+from mti_lightning.core.token_grid import layer_views
 
 # a channel cancels when |mean A_c| < CANCEL_RATIO * mean |A_c| (it excites about as much as it
 # inhibits, so its summed weight hides it); only channels carrying at least MIN_MAGNITUDE of the
@@ -259,11 +260,12 @@ def ablate(
     masks = masks.to(device)
     m = len(masks)
     state: dict[str, torch.Tensor] = {}
+    channels_last = layer_views(lm.model, lm.input_size, [layer])[layer].layout == "channels_last"
 
     def scaled(x: torch.Tensor) -> torch.Tensor:
         mask = state["mask"].to(x.dtype)
-        if x.dim() == 4:
-            return x * mask[:, :, None, None]
+        if x.dim() == 4:  # a map (B, C, H, W), or a Swin stage's (B, H, W, C)
+            return x * (mask[:, None, None, :] if channels_last else mask[:, :, None, None])
         return x * (mask[:, None, :] if x.dim() == 3 else mask)
 
     if ref.port == "in":

@@ -49,6 +49,7 @@ from mti_lightning.core.layer_choice import attribution_layer_auto, resolve_targ
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.probes import layer_shapes
 from mti_lightning.core.targets import parse_targets
+from mti_lightning.core.token_grid import spatial_view
 from mti_lightning.journeys.circuit import checks
 from mti_lightning.journeys.circuit.figure import circuit_figure
 from mti_lightning.journeys.circuit.result import CircuitResult
@@ -99,8 +100,9 @@ def _upstream(lm: LoadedModel, readout: Readout, layer: str, what: str) -> str:
     return layer
 
 
-def _channels(shape: tuple[int, ...]) -> int:
-    return shape[0] if len(shape) == 3 else shape[-1]
+def _channels(lm: LoadedModel, layer: str, shape: tuple[int, ...]) -> int:
+    """The layer's channel count, through its spatial view (a Swin stage is (H, W, C))."""
+    return spatial_view(lm.model, lm.input_size, layer, shape).channels
 
 
 def plan(
@@ -116,7 +118,7 @@ def plan(
     spec = _one_feature(cfg, lm)
     readout = build_readout(lm.model, lm.input_size, [spec])
     layer = _upstream(lm, readout, c.layer, "circuit.layer")
-    channels = _channels(layer_shapes(lm.model, lm.input_size, [layer])[layer])
+    channels = _channels(lm, layer, layer_shapes(lm.model, lm.input_size, [layer])[layer])
     if c.k > channels:
         raise MTIConfigError(
             f"circuit.k={c.k} but layer {layer!r} has {channels} channels; give k <= {channels}"
@@ -327,6 +329,9 @@ def run_circuit(
     inhibitory = [i for i in table.ranked("share_minus", c.k) if table.share_minus[i] > 0]
     excitatory = [i for i in table.ranked("share_plus", c.k) if table.share_plus[i] > 0]
     weight = expanded_weight(p.lm, readout, p.layer)
+    view = spatial_view(p.lm.model, p.lm.input_size, p.layer, tuple(weight.shape))
+    if view.grid is not None:  # token grids and channels-last stages read as (C, H, W)
+        weight = view.to_grid(weight[None])[0]
     if weight.dim() == 3:
         h0, h1, w0, w1 = kernel_box(weight)
         kernels = weight[:, h0:h1, w0:w1].cpu()
