@@ -307,7 +307,7 @@ class Search:
             logger=logger,
             callbacks=[*self.prepared.callbacks.values(), *callbacks],
             checkpoint_every=0,
-            log_every_n_steps=1 if logger else t["log_every_n_steps"],
+            log_every_n_steps=1 if logger else t.log_every_n_steps,
             progress_bar=False,
         )
 
