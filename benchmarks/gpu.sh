@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Run the CUDA tests (tests/gpu), benchmarks 1-6 and the profiler check on one CUDA GPU,
-# offline, in at most 7.7 minutes (each under its own time limit), writing gpu_tests.log, one
-# JSON per benchmark, gpu.log and tables.md (the markdown for RESULTS.md) flat into OUTDIR.
+# Run the CUDA tests (tests/gpu), benchmarks 1-6, the profiler check and the step's cost part
+# by part (profile_step --breakdown) on one CUDA GPU, offline, in at most 8.7 minutes (each
+# under its own time limit), writing gpu_tests.log, one JSON per benchmark, gpu.log and
+# tables.md (the markdown for RESULTS.md) flat into OUTDIR.
 # Needs the wheels of .whl/ (fetched beforehand with benchmarks/fetch_wheels.sh); the package
 # is used from this source tree.
 #
@@ -23,9 +24,10 @@ export PYTHONPATH=/tmp/site:$PWD
 
 run() {
   local limit=$1 name=$2 start=$SECONDS
-  echo "== $name (limit ${limit}s)" >>"$LOG"
-  timeout -k 5 "$limit" "$PYTHON" -m "benchmarks.$name" --device "$DEVICE" $QUICK --out "$OUT" >>"$LOG" 2>&1
-  echo "== $name: exit $? after $((SECONDS - start))s" | tee -a "$LOG"
+  shift 2
+  echo "== $name $* (limit ${limit}s)" >>"$LOG"
+  timeout -k 5 "$limit" "$PYTHON" -m "benchmarks.$name" --device "$DEVICE" $QUICK --out "$OUT" "$@" >>"$LOG" 2>&1
+  echo "== $name $*: exit $? after $((SECONDS - start))s" | tee -a "$LOG"
 }
 
 # the CUDA tests first (tests/gpu: exact step network, bf16 search, no host sync in a step)
@@ -37,6 +39,7 @@ echo "== gpu tests: exit $? after $((SECONDS - start))s ($(tail -n 1 "$OUT/gpu_t
 run 90 bench_inversion
 run 50 bench_atlas_pass
 run 45 profile_step
+run 60 profile_step --breakdown
 run 50 bench_units
 run 45 bench_mti
 run 45 bench_scaling

@@ -8,9 +8,12 @@ loop over draws or images), and host-device syncs (GPU: ``cudaStreamSynchronize`
 ``cudaDeviceSynchronize`` / ``cudaEventSynchronize``; CPU: ``aten::_local_scalar_dense``,
 the scalar reads that would wait for a GPU), each with the source line that caused it.
 ``--curves`` profiles with the per-unit curves on (``self.log`` of tensors, no logger): the
-syncs per step must stay those of the run without them.
+syncs per step must stay those of the run without them. ``--breakdown`` times instead what
+each part of the inversion step costs beyond the network (``benchmarks/step_costs.py``):
+Fourier image, transforms, noise, objective, optimiser, bookkeeping, Lightning's loop.
 
     python -m benchmarks.profile_step --device cpu [--quick] [--curves] [--out DIR]
+    python -m benchmarks.profile_step --device cpu --breakdown [--models curvenet resnet18]
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks import common
+from benchmarks import common, step_costs
 
 DEVICE_SYNCS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
 SYNC_NAMES = (*DEVICE_SYNCS, "aten::item", "aten::_local_scalar_dense")
@@ -192,15 +195,40 @@ def profile_kind(
     }
 
 
-def curves_switch(parser: argparse.ArgumentParser) -> None:
+def options(parser: argparse.ArgumentParser) -> None:
     """``--curves``: profile with the per-unit curves logged (``self.log`` of tensors, no
-    logger): they must add no host sync per step."""
+    logger): they must add no host sync per step. ``--breakdown``: the cost of each part of
+    the step instead (``--models``: only those settings)."""
     parser.add_argument("--curves", action="store_true", help="per-unit curves on (self.log)")
+    parser.add_argument("--breakdown", action="store_true", help="time each part of a step")
+    parser.add_argument("--models", nargs="+", help="--breakdown: only these models")
+
+
+def main_breakdown(args: argparse.Namespace) -> None:
+    """The step's parts timed level by level (``benchmarks/step_costs.py``)."""
+    configs = step_costs.CONFIGS["quick" if args.quick else args.device]
+    if args.models:
+        configs = [c for c in configs if c[0] in args.models]
+    results = common.Results(
+        args.out,
+        "step_costs",
+        args,
+        {"configs (model, canvas, draws, side, steps per round, rounds)": configs},
+    )
+    seed_dir = Path(tempfile.mkdtemp(prefix="mti-bench-seeds-"))
+    for config in configs:
+        for row in step_costs.breakdown(config, args.device, seed_dir):
+            results.add(row)
+    print(common.table(results.data["rows"], step_costs.COLUMNS))
+    print(f"wrote {results.path}")
 
 
 def main() -> None:
-    args = common.parse_args(__doc__.split("\n\n")[0], curves_switch)
+    args = common.parse_args(__doc__.split("\n\n")[0], options)
     common.setup(args)
+    if args.breakdown:
+        main_breakdown(args)
+        return
     config = CONFIGS["quick" if args.quick else args.device]
     n, warmup = (3, 1) if args.quick else (10, 3)
     results = common.Results(args.out, "profile", args, {"config": config, "steps": n})

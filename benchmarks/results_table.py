@@ -19,6 +19,7 @@ from benchmarks import (
     bench_step_network,
     bench_units,
     profile_step,
+    step_costs,
 )
 from benchmarks.common import fmt, table
 
@@ -30,6 +31,7 @@ ORDER = {
     "scaling": ("5. Scaling", bench_scaling.COLUMNS),
     "step_network": ("6. The step network across architectures", bench_step_network.COLUMNS),
     "profile": ("Profiler check (per step)", profile_step.COLUMNS),
+    "step_costs": ("The fixed cost of a step, part by part", step_costs.COLUMNS),
 }
 
 
@@ -76,6 +78,9 @@ def targets(found: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         calls = r["grid_sample_per_step"]
         add("1 grid_sample per step", calls, calls == 1, r["kind"])
         add("host syncs per step", r["syncs_per_step"], None, f"{r['kind']}: {r['sync_sites']}")
+    for r in found.get("step_costs", {}).get("rows", []):
+        if r["part"] == "ours time / network":
+            add("ours time / network (issue 23)", r["ms_per_step"], None, r["model"])
     return rows
 
 

@@ -48,14 +48,19 @@ class _StopForward(Exception):
 
 def resolve_module(model: nn.Module, ref: LayerRef) -> nn.Module:
     """The module that ``ref`` names (inside a ``torch.compile`` wrapper too), or an error
-    listing the closest real names."""
-    modules = dict(getattr(model, "_orig_mod", model).named_modules())
-    if ref.module not in modules or ref.module == "":
-        names = [n for n in modules if n]
-        raise MTIConfigError(
-            f"unknown layer {ref.module!r}; closest names in this model: {closest(ref.module, names)}"
-        )
-    return modules[ref.module]
+    listing the closest real names. Found by walking the dotted name (every step of a search
+    probes its layers: listing all of a deep network's modules each time costs 0.1 ms and more
+    per layer)."""
+    root = getattr(model, "_orig_mod", model)
+    if ref.module:
+        try:
+            return root.get_submodule(ref.module)
+        except AttributeError:
+            pass
+    names = [n for n, _ in root.named_modules() if n]
+    raise MTIConfigError(
+        f"unknown layer {ref.module!r}; closest names in this model: {closest(ref.module, names)}"
+    )
 
 
 def _first_tensor(value: object) -> torch.Tensor:

@@ -61,7 +61,7 @@ class MTISearch(L.LightningModule):
     forward or backward): ``activation/<unit>`` when the step reads the feature, and what the
     objective recorded (``e_plus``, ``e_minus``, ``tension``, ``tension_ratio`` of a tension
     term, ``match`` of an inversion), as tensors, on the steps the loggers write (every
-    ``trainer.log_every_n_steps``).
+    ``trainer.log_every_n_steps``), as is the loss (every step while a progress bar shows it).
     ``unit_names`` label the images (default ``0``, ``1``, ...); only the first
     ``max_unit_curves`` images get curves (0: none), so a search of many units does not make
     thousands of panels.
@@ -171,21 +171,23 @@ class MTISearch(L.LightningModule):
         self.last_values = ev.values.detach().mean(1)
         self.last_record = ev.record
         self._track_finite(loss, batch["step"])
-        # a progress-bar value is turned into a Python number after every step (a host sync),
-        # so the loss goes to the bar only when one is shown; loggers get it as a tensor
+        # ``self.log`` costs Lightning's bookkeeping per key and step, so values go to the
+        # loggers on the steps they write only; a shown progress bar turns the loss into a
+        # Python number (a host sync), so it gets the loss only when one is shown
         shown = self.trainer.progress_bar_callback is not None
-        self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=shown)
-        if self._logs_this_step():
-            curves = self.unit_curves(ev)
-            if curves:
-                self.log_dict(curves, on_step=True, on_epoch=False, prog_bar=False)
+        logs = self._logs_this_step()
+        if shown or logs:
+            self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=shown)
+        curves = self.unit_curves(ev) if logs else {}
+        if curves:
+            self.log_dict(curves, on_step=True, on_epoch=False, prog_bar=False)
         return loss
 
     def _logs_this_step(self) -> bool:
         """Whether the loggers write this step: Lightning's rule, ``(step + 1)`` a multiple of
-        ``trainer.log_every_n_steps``. ``self.log`` costs milliseconds of Python per key, so
-        the per-unit curves are handed over only on those steps (the loggers would drop the
-        other steps' values anyway)."""
+        ``trainer.log_every_n_steps``. ``self.log`` costs a fraction of a millisecond to
+        milliseconds of Python per key, so the loss and the per-unit curves are handed over
+        only on those steps (the loggers would drop the other steps' values anyway)."""
         every = self.trainer.log_every_n_steps
         return every > 0 and (self.global_step + 1) % every == 0
 
@@ -237,11 +239,10 @@ class MTISearch(L.LightningModule):
             params = list(self.param.parameters())
             finite = torch.isfinite(loss.detach())
             for p in params:
-                finite = finite & torch.isfinite(p).all()
+                finite &= torch.isfinite(p).all()
             for p, keep in zip(params, self._keep):
-                keep.copy_(torch.where(finite, p, keep))
-            bad = (~finite) & (self.first_bad_step < 0)
-            self.first_bad_step.copy_(torch.where(bad, step, self.first_bad_step))
+                torch.where(finite, p, keep, out=keep)
+            self.first_bad_step.masked_fill_(~finite & (self.first_bad_step < 0), step)
 
     def restore_last_finite(self) -> None:
         """Put back the images of the last step whose objective and images were finite."""
