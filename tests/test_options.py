@@ -17,7 +17,8 @@ from mti_lightning.face.api_config import compose
 
 
 def _number_fields() -> dict[str, tuple[type, float | None, bool, bool]]:
-    """Dotted key -> (int or float, lowest, lowest excluded, may be null), from the schema."""
+    """Dotted key -> (int or float, lowest, lowest excluded, may be null), from the schema (a
+    number with a list of choices is checked as a choice)."""
     out = {}
 
     def walk(cls: type, prefix: str) -> None:
@@ -29,7 +30,7 @@ def _number_fields() -> dict[str, tuple[type, float | None, bool, bool]]:
             inner = [a for a in args if a is not type(None)] or [hints[f.name]]
             if dataclasses.is_dataclass(inner[0]):
                 walk(inner[0], f"{prefix}{f.name}.")
-            elif inner[0] in (int, float):
+            elif inner[0] in (int, float) and not f.metadata.get("choices"):
                 low, above = f.metadata.get("low"), f.metadata.get("above", False)
                 out[f"{prefix}{f.name}"] = (inner[0], low, above, type(None) in args)
 

@@ -112,6 +112,8 @@ class ModelGrids:
     @classmethod
     def of(cls, model: nn.Module, input_size: Sequence[int]) -> ModelGrids:
         model = getattr(model, "_orig_mod", model)
+        if len(input_size) < 3:  # not an image model (the toys' vectors): no grids
+            return cls((), (), False)
         h, w = (int(v) for v in input_size[-2:])
         reductions = [
             (str(info["module"]), info["reduction"])

@@ -103,6 +103,9 @@ def inhibition_line(s: dict[str, Any]) -> str | None:
     def deg(v: float | None) -> str:
         return "-" if v is None else f"{v:.0f}"
 
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3g}"
+
     n = m["units"]
     return (
         f"{s['model']}, {n} tuned units measured: tuning minimum >= {FAR_DEG:g} deg from "
@@ -113,8 +116,8 @@ def inhibition_line(s: dict[str, Any]) -> str | None:
         f"prefer {deg(m['carriers_offset'])} deg from the unit's preference (median; "
         f"orientation-blind {deg(m['carriers_offset_blind'])}), those carrying E+ "
         f"{deg(m['excitors_offset'])} deg; driven below its background-only response in "
-        f"{m['suppressed']} (median depth {m['suppression']:.3g}, orientation-blind "
-        f"{m['suppression_blind']:.3g})"
+        f"{m['suppressed']} (median depth {num(m['suppression'])}, orientation-blind "
+        f"{num(m['suppression_blind'])})"
     )
 
 
