@@ -45,6 +45,19 @@ def test_the_wheel_holds_every_config_under_mti_lightning_conf(wheel):
     assert not any(n.startswith("conf/") for n in names)
 
 
+def test_the_wheel_holds_every_module_of_the_package(wheel):
+    """Every module of the source tree is in the wheel (a package missing from pyproject's
+    list installs silently without it)."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    source = ROOT / "mti_lightning"
+    modules = {
+        f"mti_lightning/{p.relative_to(source).as_posix()}"
+        for p in source.rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
+    assert modules - names == set()
+
+
 def test_the_wheel_install_finds_the_model_group(wheel, tmp_path):
     """The wheel unpacked as pip installs it, imported ahead of this editable install."""
     site = tmp_path / "site"
