@@ -246,3 +246,18 @@ def test_a_unit_fed_by_opposing_inputs_ranks_first(curves, tmp_path):
     ]
     with pytest.raises(MTIConfigError, match="'total' has value shape .*no channels"):
         mti.census(net, ["total"], str(curves), run_dir=tmp_path, **OPTIONS)
+
+
+def test_the_batched_paths_memory_counts_the_forward_and_the_paths_largest_map():
+    """The batched path's memory bound reads the forward it runs: every leaf output up to the
+    unit layer, and the largest output after the attribution layer."""
+    from mti_lightning.journeys.census.data import path_elements
+
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2), nn.ReLU()
+    )
+    total, largest = path_elements(net, (3, 9, 9), "1", "2")
+    assert total == 4 * 81 + 4 * 81 + 6 * 16  # conv, relu, conv (the forward stops there)
+    assert largest == 6 * 16  # after the attribution layer "1": only the second conv
+    total, largest = path_elements(net, (3, 9, 9), "1:in", "2")
+    assert largest == 4 * 81  # the ReLU's own output now lies on the path
