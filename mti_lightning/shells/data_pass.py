@@ -89,6 +89,18 @@ class PassOptions:
     strategy: str = "auto"
     precision: str = "32"
 
+    @classmethod
+    def on_trainer(cls, trainer: Any, **options: Any) -> PassOptions:
+        """A pass placed as the config's ``trainer`` group says (accelerator, devices,
+        strategy, precision), with the journey's own ``options``."""
+        return cls(
+            accelerator=trainer.accelerator,
+            devices=trainer.devices,
+            strategy=trainer.strategy,
+            precision=str(trainer.precision),
+            **options,
+        )
+
     def check(self) -> None:
         """Clear errors before any work."""
         check_trainer_options(self.accelerator, str(self.precision), self.devices)

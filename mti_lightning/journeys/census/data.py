@@ -146,16 +146,13 @@ def run_data(run: CensusRun, job: int) -> dict[str, Any]:
     images, per_backward = fit_memory(run, groups, who)
     reduce = UnitsReduce(run.lm.model, groups, c.position, per_backward)
     setup = PassSetup(run.lm, None, run.source, [], {}, units=reduce)
-    options = PassOptions(
+    options = PassOptions.on_trainer(
+        t,
         shard_size=c.shard_size,
         batch_size=images,
         num_workers=c.num_workers,
         vectors=False,
         fast_net=c.fast_net,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        strategy=t.strategy,
-        precision=str(t.precision),
     )
     options.check()
     out = run_pass(setup, options, run.shard_dir(job), who=who)

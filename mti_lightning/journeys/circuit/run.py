@@ -164,17 +164,14 @@ def _one_process(cfg: MTIConfig) -> None:
 
 def _pass_options(cfg: MTIConfig) -> PassOptions:
     c, t = cfg.circuit, cfg.trainer
-    options = PassOptions(
+    options = PassOptions.on_trainer(
+        t,
         shard_size=c.shard_size,
         batch_size=c.batch_size,
         num_workers=c.num_workers,
         vectors=False,
         channel_sums=True,
         fast_net=c.fast_net,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        strategy=t.strategy,
-        precision=str(t.precision),
     )
     options.check()
     return options
