@@ -19,6 +19,14 @@ Each level's cost is its time minus the level before's. Levels are timed interle
 rounds of ``steps`` steps each, and the per-step time of each level is the median over the
 rounds, so that load from other processes weighs on all alike.
 
+Beside the levels, the floor of a step that keeps the same images, timed in the same rounds:
+the kernels those images cannot do without at the step's shapes (the noise's generator, which
+fixes its numbers; ``grid_sample`` and its input gradient, which fix the bilinear sums; the
+Fourier image's inverse FFT and its adjoint), and what Lightning's loop costs a step on its own
+(an empty search step, one parameter, fitted by a Trainer as ours is, minus the same step in a
+plain loop). Network + kernels + loop is the least a step can cost without other numbers or
+without Lightning, so ``floor / network`` bounds ``ours time / network`` from below.
+
     python -m benchmarks.profile_step --device cpu --breakdown [--models curvenet resnet18]
 """
 
@@ -29,13 +37,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from benchmarks import common
 from mti_lightning.core.objectives import Evaluation
+from mti_lightning.core.parameterizations import FourierImage
 from mti_lightning.core.probes import capture
-from mti_lightning.core.transforms import apply_draws, sample_noise
-from mti_lightning.shells.draws import DrawStream
+from mti_lightning.core.transforms import _base_grid, _theta, apply_draws, sample_noise
+from mti_lightning.shells.draws import DrawDataModule, DrawStream
+from mti_lightning.shells.trainer import make_trainer
 
 # model, canvas, draws, input side (0: the model's own), steps per round, rounds
 CONFIGS = {
@@ -54,7 +67,9 @@ LEVELS = (
     "+ bookkeeping",
     "ours",
 )
+FLOOR = ("floor: kernels the same images need", "floor: Lightning's loop, empty step")
 COLUMNS = ["model", "part", "ms_per_step", "cost_ms", "share_of_ours"]
+PADDING = {"zeros": 0, "border": 1, "reflection": 2}
 
 
 def levels(search: common.Search, device: str) -> dict[str, Callable[[], None]]:
@@ -75,9 +90,7 @@ def levels(search: common.Search, device: str) -> dict[str, Callable[[], None]]:
         canvases = module.param().detach()
         rendered = apply_draws(canvases, draws, size, transform)
 
-    def run(
-        x: torch.Tensor, leaf: torch.Tensor, images: torch.Tensor, score: bool
-    ) -> torch.Tensor:
+    def run(x: torch.Tensor, leaf: torch.Tensor, images: torch.Tensor, score: bool) -> torch.Tensor:
         acts = capture(lm.model, x, layers)
         if not score:
             loss = sum(a.sum() for a in acts.values())
@@ -142,6 +155,92 @@ def levels(search: common.Search, device: str) -> dict[str, Callable[[], None]]:
     }
 
 
+def kernels(search: common.Search, device: str) -> Callable[[], None]:
+    """One call of each kernel the step's images cannot do without, at its shapes: the noise
+    drawn from its seed, ``grid_sample`` of the canvases through the draws and the gradient to
+    the canvases, and (Fourier image) ``irfft2`` of the spectra and its adjoint ``rfft2``."""
+    module = search.search
+    transform, lm = module.transform, module.lm
+    size = tuple(lm.input_size[1:])
+    batch = DrawStream(transform, search.cfg.search.draws, search.cfg.seed).batch(0)
+    draws = batch["draws"].to(device)
+    with torch.no_grad():
+        canvases = module.param().detach().to(device)
+    k, c, h, w = canvases.shape
+    grid = _base_grid(draws.shape[0], *size, canvases.device, canvases.dtype)
+    grid = grid.bmm(_theta(draws).transpose(1, 2)).view(draws.shape[0], *size, 2)
+    stacked = canvases.reshape(1, k * c, h, w).expand(draws.shape[0], -1, -1, -1)
+    grad_out = torch.ones(draws.shape[0], k * c, *size, device=device)
+    padding = PADDING[transform.padding]
+    fourier = isinstance(module.param, FourierImage)
+    spectrum = torch.fft.rfft2(canvases, norm="ortho")
+
+    def run() -> None:
+        sample_noise(transform, batch["total"], size, batch["noise_seed"], device)
+        F.grid_sample(stacked, grid, mode="bilinear", padding_mode=transform.padding)
+        torch.ops.aten.grid_sampler_2d_backward(
+            grad_out, stacked, grid, 0, padding, False, [True, False]
+        )
+        if fourier:
+            torch.fft.rfft2(torch.fft.irfft2(spectrum, s=(h, w), norm="ortho"), norm="ortho")
+
+    return run
+
+
+class _EmptyStep(L.LightningModule):
+    """A search step with nothing in it: one parameter, its sum as the loss, Adam."""
+
+    def __init__(self):
+        super().__init__()
+        self.p = nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self.p.sum()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam([self.p], lr=0.01)
+
+
+def loop_cost(search: common.Search, device: str) -> tuple[common.Runner, common.Runner]:
+    """Runners of the empty step fitted by a Trainer (made as ours is, same data module) and
+    of the same step in a plain loop (its draws from the same stream): their difference is
+    what Lightning's loop, hooks and batch handling cost a step."""
+    module = _EmptyStep().to(device)
+    cfg, transform = search.cfg, search.search.transform
+    optimizer = module.configure_optimizers()
+    stream = DrawStream(transform, cfg.search.draws, cfg.seed)
+
+    def fitted(n: int) -> float:
+        timer = common.StepTimer(2, n, device)
+        trainer = make_trainer(
+            search.run_dir,
+            n + 2,
+            accelerator=cfg.trainer.accelerator,
+            precision="32",
+            callbacks=[timer],
+            log_every_n_steps=cfg.trainer.log_every_n_steps,
+        )
+        data = DrawDataModule(transform, cfg.search.draws, cfg.seed)
+        with common.quiet():
+            trainer.fit(module, datamodule=data)
+        return timer.seconds
+
+    def plain(n: int) -> float:
+        common.sync(device)
+        start = common.clock()
+        for i in range(n):
+            batch = stream.batch(i)
+            batch["draws"] = batch["draws"].to(device)
+            loss = module.training_step(batch, i)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        common.sync(device)
+        return common.clock() - start
+
+    return fitted, plain
+
+
 def timed_loop(step: Callable[[], None], device: str) -> common.Runner:
     """``n`` calls of ``step`` (after one untimed call), with the heap kept as ours keeps it."""
 
@@ -164,6 +263,8 @@ def breakdown(config: tuple, device: str, seed_dir: Path) -> list[dict[str, Any]
     search = common.inversion_search(device, model, side, canvas, draws, image)
     runners = {name: timed_loop(step, device) for name, step in levels(search, device).items()}
     runners["ours"] = search.runner(2, "32")
+    runners["kernels"] = timed_loop(kernels(search, device), device)
+    runners["loop fitted"], runners["loop plain"] = loop_cost(search, device)
     times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
@@ -192,5 +293,13 @@ def breakdown(config: tuple, device: str, seed_dir: Path) -> list[dict[str, Any]
             "part": "ours time / network",
             "ms_per_step": median["ours"] / median["network"],
         }
+    )
+    loop = median["loop fitted"] - median["loop plain"]
+    floor = median["network"] + median["kernels"] + loop
+    for name, ms in zip(FLOOR, (median["kernels"], loop)):
+        rows.append({"model": model, "part": name, "ms_per_step": ms, "cost_ms": ms})
+    rows.append({"model": model, "part": "floor: network + both", "ms_per_step": floor})
+    rows.append(
+        {"model": model, "part": "floor / network", "ms_per_step": floor / median["network"]}
     )
     return rows

@@ -62,7 +62,7 @@ def identity_draws(n: int = 1) -> torch.Tensor:
 def _theta(draws: torch.Tensor) -> torch.Tensor:
     side, cx, cy, angle = draws.unbind(1)
     cos, sin = torch.cos(angle) * side, torch.sin(angle) * side
-    return torch.stack([torch.stack([cos, -sin, cx], 1), torch.stack([sin, cos, cy], 1)], 1)
+    return torch.stack([cos, -sin, cx, sin, cos, cy], 1).view(-1, 2, 3)
 
 
 def sample_noise(

@@ -33,6 +33,10 @@ from mti_lightning.core.transforms import TransformConfig, resize, sample_noise
 from mti_lightning.shells.metrics import FeatureEnergies
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+# attributes set on every step that are never parameters, buffers or modules: Lightning names
+# the running hook (``_current_fx_name``) around each of its ~22 hook calls a step, and
+# ``nn.Module.__setattr__`` checks every value against the parameters, buffers and modules
+_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_images", "last_values", "last_record"})
 
 
 def unique_labels(names: Sequence[str]) -> list[str]:
@@ -119,9 +123,25 @@ class MTISearch(L.LightningModule):
         self.max_unit_curves = 0
         self.name_units(unit_names, max_unit_curves)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _PLAIN_ATTRIBUTES:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     @property
     def n_images(self) -> int:
         return self.param.n
+
+    def transfer_batch_to_device(
+        self, batch: dict[str, Any], device: torch.device, dataloader_idx: int
+    ) -> dict[str, Any]:
+        """A step's batch holds one tensor, its draws (the rest are Python numbers): moved
+        alone, without Lightning's walk over the batch's values."""
+        draws = batch["draws"]
+        if draws.device == device:
+            return batch
+        return {**batch, "draws": draws.to(device)}
 
     def forward(self) -> torch.Tensor:
         """The current images ``(K, 3, H, W)`` in [0, 1]."""
@@ -222,7 +242,7 @@ class MTISearch(L.LightningModule):
 
     def on_after_backward(self) -> None:
         if self._images is not None and self._images.grad is not None:
-            self.pixel_grads += self._images.grad.detach().abs().sum(1)
+            self.pixel_grads.add_(self._images.grad.detach().abs().sum(1))
             self._images = None
 
     def on_fit_start(self) -> None:
@@ -237,7 +257,7 @@ class MTISearch(L.LightningModule):
         the first step that was not, on the device (no host sync)."""
         with torch.no_grad():
             params = list(self.param.parameters())
-            finite = torch.isfinite(loss.detach())
+            finite = torch.isfinite(loss)
             for p in params:
                 finite &= torch.isfinite(p).all()
             for p, keep in zip(params, self._keep):
