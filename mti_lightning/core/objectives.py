@@ -123,20 +123,43 @@ class Activation(Objective):
         return _per_image(self.sign, ev.n_images, ev.values) * ev.values.mean(1)
 
 
+def _on_grid(view: SpatialView | None) -> SpatialView | None:
+    """The view a term reads its layer through: None where the value is a map already (or no
+    view is given), else the view, which must form a grid."""
+    return None if view is None or view.is_map else view.require_grid()
+
+
+def _grid_per_image(ev: Evaluation, layer: str, view: SpatialView | None) -> torch.Tensor:
+    """``layer``'s value as ``(K, D, ...)``, read through ``view`` (a ``(C, H, W)`` patch grid)
+    where one is given."""
+    if view is None:
+        return ev.per_image(layer)
+    a = view.to_grid(ev.acts[layer])
+    return a.reshape(ev.n_images, ev.n_draws, *a.shape[1:])
+
+
 class CosineDirection(Objective):
     """``dot * cos**power`` between a layer's channel vector and a direction, averaged over
-    positions (maps) or tokens; ``directions`` is ``(K, C)``."""
+    positions (maps) or tokens; ``directions`` is ``(K, C)``. ``view``: the layer's spatial
+    view where its value is not a ``(C, H, W)`` map (a Swin stage's ``(H, W, C)``, a ViT's
+    tokens: then the positions are its patch grid's, ``core.token_grid``)."""
 
-    def __init__(self, layer: str, directions: torch.Tensor, power: float = 1.0):
+    def __init__(
+        self,
+        layer: str,
+        directions: torch.Tensor,
+        power: float = 1.0,
+        view: SpatialView | None = None,
+    ):
         super().__init__()
-        self.layer, self.power = layer, power
+        self.layer, self.power, self.view = layer, power, _on_grid(view)
         self.register_buffer("directions", directions.float())
 
     def layers(self) -> set[str]:
         return {self.layer}
 
     def score(self, ev: Evaluation) -> torch.Tensor:
-        a = ev.per_image(self.layer)
+        a = _grid_per_image(ev, self.layer, self.view)
         v = self.directions.to(a.device, a.dtype)
         if a.dim() == 5:
             a = a.flatten(3).transpose(2, 3)
@@ -164,8 +187,7 @@ class SpatialChannelCosine(Objective):
                 f"spatial-channel cosine target must be (K, C, H, W), got {tuple(target.shape)}"
             )
         super().__init__()
-        self.layer, self.power = layer, power
-        self.view = None if view is None or view.is_map else view.require_grid()
+        self.layer, self.power, self.view = layer, power, _on_grid(view)
         mask = torch.ones(target.shape[0], 1, *target.shape[2:])
         if bounds is not None:
             h = torch.arange(target.shape[2]).view(1, -1, 1)
@@ -180,10 +202,7 @@ class SpatialChannelCosine(Objective):
         return {self.layer}
 
     def score(self, ev: Evaluation) -> torch.Tensor:
-        a = ev.acts[self.layer]
-        if self.view is not None:
-            a = self.view.to_grid(a)
-        a = a.reshape(ev.n_images, ev.n_draws, *a.shape[1:])
+        a = _grid_per_image(ev, self.layer, self.view)
         t = self.target.to(a.device, a.dtype)
         m = self.mask.to(a.device, a.dtype)
         a = (a * m[:, None]).flatten(2)
@@ -259,17 +278,18 @@ class Tension(Objective):
 
 class Diversity(Objective):
     """Negative mean cosine similarity of each image's Gram matrix at ``layer`` to the other
-    images' (pushes a batch of images for the same feature apart)."""
+    images' (pushes a batch of images for the same feature apart). ``view``: as for
+    :class:`CosineDirection` (a channels-last stage read as ``(C, H, W)``)."""
 
-    def __init__(self, layer: str):
+    def __init__(self, layer: str, view: SpatialView | None = None):
         super().__init__()
-        self.layer = layer
+        self.layer, self.view = layer, _on_grid(view)
 
     def layers(self) -> set[str]:
         return {self.layer}
 
     def score(self, ev: Evaluation) -> torch.Tensor:
-        a = ev.per_image(self.layer).mean(1)
+        a = _grid_per_image(ev, self.layer, self.view).mean(1)
         a = a.flatten(2) if a.dim() == 4 else a.transpose(1, 2)
         gram = F.normalize(torch.einsum("kcn,kdn->kcd", a, a).flatten(1), dim=1)
         sim = gram @ gram.t()

@@ -133,15 +133,6 @@ class MTISearch(L.LightningModule):
     def n_images(self) -> int:
         return self.param.n
 
-    def transfer_batch_to_device(
-        self, batch: dict[str, Any], device: torch.device, dataloader_idx: int
-    ) -> dict[str, Any]:
-        """A step's batch holds one tensor, its draws (the rest are Python numbers): moved
-        alone, without Lightning's walk over the batch's values."""
-        draws = batch["draws"]
-        if draws.device == device:
-            return batch
-        return {**batch, "draws": draws.to(device)}
 
     def forward(self) -> torch.Tensor:
         """The current images ``(K, 3, H, W)`` in [0, 1]."""

@@ -26,6 +26,7 @@ from mti_lightning.core.objectives import (
 )
 from mti_lightning.core.parameterizations import FourierImage
 from mti_lightning.core.relu import redirect_relus, redirected_relu
+from mti_lightning.core.token_grid import SpatialView
 from mti_lightning.core.transforms import TransformConfig, identity_draws, sample_draws
 
 PLAIN = TransformConfig(scale=(1.0, 1.0), jitter=0.0, gaussian_noise=0.0)
@@ -386,3 +387,25 @@ def test_ascent_raises_the_activation(resnet: LoadedModel) -> None:
     after = activation()
     assert after > before + 0.5
     assert len(losses) == 10 and losses[-1] < losses[0]
+
+
+def test_direction_and_diversity_read_channels_last_and_tokens_through_their_view() -> None:
+    """A Swin stage's ``(H, W, C)`` and a ViT's tokens (a class token first) score as the
+    ``(C, H, W)`` map of their patch grid does, once the term is given the layer's view."""
+    gen = torch.Generator().manual_seed(3)
+    grid = torch.randn(6, 4, 3, 5, generator=gen)  # (K * D, C, H, W): K = 3 images, D = 2 draws
+    directions = torch.randn(3, 4, generator=gen)
+    on_map = _ev({"L": grid}, torch.zeros(3, 2))
+    last = SpatialView("L", (3, 5, 4), "channels_last", (3, 5))
+    cls = torch.randn(6, 1, 4, generator=gen)
+    tokens = torch.cat([cls, grid.flatten(2).transpose(1, 2)], 1)
+    vit = SpatialView("L", (16, 4), "tokens", (3, 5), prefix=("cls",))
+    for value, view in ((grid.permute(0, 2, 3, 1).contiguous(), last), (tokens, vit)):
+        ev = _ev({"L": value}, torch.zeros(3, 2))
+        for plain, viewed in (
+            (CosineDirection("L", directions, 2.0), CosineDirection("L", directions, 2.0, view)),
+            (Diversity("L"), Diversity("L", view)),
+        ):
+            torch.testing.assert_close(viewed.score(ev), plain.score(on_map))
+    with pytest.raises(MTIConfigError, match="has no .*grid: a vector"):
+        CosineDirection("L", directions, view=SpatialView("L", (4,), "vector", reason="a vector"))
