@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.shells.heap import KeepFreedMemory
-from mti_lightning.shells.slurm import slurm_plugins
+from mti_lightning.shells.slurm import requeue_callbacks, slurm_plugins
 
 PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
@@ -97,7 +97,7 @@ def make_trainer(
         raise MTIConfigError(f"steps={max_steps}; a search needs at least 1 step")
     check_trainer_options(accelerator, str(precision), devices)
     plugins = slurm_plugins(requeue_signal)
-    callbacks = [*callbacks, KeepFreedMemory()]
+    callbacks = [*callbacks, KeepFreedMemory(), *requeue_callbacks(plugins)]
     if checkpoint_every > 0:
         callbacks.append(
             ModelCheckpoint(

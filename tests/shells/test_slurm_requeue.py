@@ -1,14 +1,19 @@
-"""The requeue signal option (``shells/slurm.py``): names, bad values, and no SLURM plugin
-outside a SLURM task. The requeue itself runs on a real cluster in tests/cluster."""
+"""The requeue signal option (``shells/slurm.py``): names, bad values, no SLURM plugin outside
+a SLURM task, and the signal held to the end of a step. The requeue itself runs on a real
+cluster in tests/cluster."""
 
 from __future__ import annotations
 
+import os
 import signal
 
+import lightning as L
 import pytest
+import torch
+from torch.utils.data import DataLoader
 
 from mti_lightning.core.errors import MTIConfigError
-from mti_lightning.shells.slurm import requeue_signal, slurm_plugins
+from mti_lightning.shells.slurm import RequeueAtStepEnd, requeue_signal, slurm_plugins
 from mti_lightning.shells.trainer import make_trainer
 
 
@@ -32,3 +37,80 @@ def test_outside_slurm_lightning_chooses_the_environment(monkeypatch):
         monkeypatch.delenv(key, raising=False)
     assert slurm_plugins("USR2") == []
     assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL
+
+
+class _Tiny(L.LightningModule):
+    """One parameter pulled towards 1 by Adam: its value tells the steps apart."""
+
+    def __init__(self):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(3))
+
+    def training_step(self, batch, batch_idx):
+        return (self.p - 1).square().sum()
+
+    def configure_optimizers(self):
+        return torch.optim.Adam([self.p], lr=0.1)
+
+    def train_dataloader(self):
+        return DataLoader(list(range(20)), batch_size=None)
+
+
+class _Signal(L.Callback):
+    """Sends the requeue signal to this process in step ``at``, after the backward and before
+    the optimiser's step (where Lightning's own handler would save half a step), and keeps
+    each step's parameter at its end."""
+
+    def __init__(self, at: int):
+        self.at, self.ends = at, {}
+
+    def on_before_optimizer_step(self, trainer, module, optimizer):
+        if trainer.global_step == self.at:
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+    def on_train_batch_end(self, trainer, module, *args):
+        self.ends[trainer.global_step] = module.p.detach().clone()
+
+
+def test_the_requeue_signal_is_handed_over_at_the_end_of_its_step(tmp_path):
+    """A signal sent mid-step reaches the installed handler (Lightning's, on a cluster) once,
+    at the end of that step: the handler sees the step's counter and images complete."""
+    model = _Tiny()
+    seen = []
+
+    def handler(signum, frame):
+        seen.append((signum, model.trainer.global_step, model.p.detach().clone()))
+
+    previous = signal.signal(signal.SIGUSR2, handler)
+    try:
+        sender = _Signal(at=4)
+        trainer = L.Trainer(
+            default_root_dir=tmp_path,
+            max_steps=8,
+            callbacks=[sender, RequeueAtStepEnd(signal.SIGUSR2)],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(model)
+        assert signal.getsignal(signal.SIGUSR2) is handler  # put back after training
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert len(seen) == 1
+    signum, step, p = seen[0]
+    assert signum == signal.SIGUSR2 and step == 5
+    assert torch.equal(p, sender.ends[5]) and not torch.equal(p, sender.ends[4])
+
+
+def test_the_trainer_holds_the_signal_where_lightning_requeues(monkeypatch, tmp_path):
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "mti")
+    try:
+        trainer = make_trainer(tmp_path, 2, requeue_signal="USR2")
+        held = [cb for cb in trainer.callbacks if isinstance(cb, RequeueAtStepEnd)]
+        assert [cb.sig for cb in held] == [signal.SIGUSR2]
+        assert not [cb for cb in make_trainer(tmp_path, 2, requeue_signal=None).callbacks
+                    if isinstance(cb, RequeueAtStepEnd)]
+    finally:
+        signal.signal(signal.SIGUSR2, signal.SIG_DFL)
