@@ -133,7 +133,6 @@ class MTISearch(L.LightningModule):
     def n_images(self) -> int:
         return self.param.n
 
-
     def forward(self) -> torch.Tensor:
         """The current images ``(K, 3, H, W)`` in [0, 1]."""
         return self.param()
