@@ -4,8 +4,11 @@ cluster in tests/cluster."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 
 import lightning as L
 import pytest
@@ -114,3 +117,78 @@ def test_the_trainer_holds_the_signal_where_lightning_requeues(monkeypatch, tmp_
                     if isinstance(cb, RequeueAtStepEnd)]
     finally:
         signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+
+
+DDP_SCRIPT = '''
+import json, os, signal, sys
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+from mti_lightning.shells.slurm import RequeueAtStepEnd
+
+out = sys.argv[1]
+
+
+class Tiny(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(3))
+
+    def training_step(self, batch, batch_idx):
+        return (self.p - 1).square().sum()
+
+    def configure_optimizers(self):
+        return torch.optim.Adam([self.p], lr=0.1)
+
+    def train_dataloader(self):
+        return DataLoader(list(range(40)), batch_size=None)
+
+
+class Send(L.Callback):
+    def on_before_optimizer_step(self, trainer, module, optimizer):
+        if trainer.global_rank == 0 and trainer.global_step == 2:
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+
+model = Tiny()
+
+
+def handler(signum, frame):
+    t = model.trainer
+    with open(f"{out}/rank{t.global_rank}.json", "a") as f:
+        f.write(json.dumps({"step": t.global_step, "p": model.p.tolist()}) + "\\n")
+
+
+signal.signal(signal.SIGUSR2, handler)
+trainer = L.Trainer(
+    default_root_dir=out, max_steps=12, accelerator="cpu", devices=2, strategy="ddp",
+    callbacks=[Send(), RequeueAtStepEnd(signal.SIGUSR2, every=5)], logger=False,
+    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+)
+trainer.fit(model)
+'''
+
+
+def test_under_ddp_every_process_hands_the_signal_over_at_the_same_step(tmp_path):
+    """Two DDP processes (gloo), the signal sent to rank 0 only, in step 2: both hand it over
+    once, at the first agreed step after it (step 5 with ``every=5``), with equal images."""
+    script = tmp_path / "ddp_requeue.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    for key in ("SLURM_NTASKS", "SLURM_JOB_NAME", "SLURM_JOB_ID"):
+        env.pop(key, None)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = [
+        [json.loads(line) for line in (tmp_path / f"rank{r}.json").read_text().splitlines()]
+        for r in (0, 1)
+    ]
+    assert [[s["step"] for s in rank] for rank in seen] == [[5], [5]]
+    assert seen[0][0]["p"] == seen[1][0]["p"]
