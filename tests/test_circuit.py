@@ -178,6 +178,11 @@ def test_bad_input_fails_in_one_line(images, tmp_path):
         with pytest.raises(mti.MTIConfigError, match=message) as err:
             mti.circuit(lm, TARGET, data=d, run_dir=tmp_path / "bad", **{**QUICK, **args})
         assert "\n" not in str(err.value)
+    with pytest.raises(mti.MTIConfigError, match="target names 2 features .*one unit's") as err:
+        mti.circuit(lm, ["unit:0@center", "unit:1@center"], data=data, layer="act", k=1,
+                    run_dir=tmp_path / "bad", **QUICK)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").rglob("*.json"))
     with pytest.raises(mti.MTIConfigError, match="never inhibited") as err:
         mti.circuit(hand(positive=True), TARGET, data=data, layer="act", k=1, run_dir=tmp_path / "n", **QUICK)
     assert "\n" not in str(err.value)

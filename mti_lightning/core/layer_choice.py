@@ -27,9 +27,10 @@ from torch import nn
 
 from mti_lightning.core.attribution import attribute
 from mti_lightning.core.errors import MTIConfigError
-from mti_lightning.core.features import Readout
+from mti_lightning.core.features import FeatureSpec, Readout
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.probes import LayerRef, resolve_module
+from mti_lightning.core.targets import parse_targets
 
 _CONTAINER = re.compile(r"^(blocks|stages|layers|layer\d+)$")
 _ACTIVATIONS = {
@@ -269,3 +270,15 @@ def attribution_layer_auto(lm: LoadedModel, readout: Readout) -> str:
         # a flat hand-written model (no blocks, no activation modules): the targets' input
         return f"{modules.pop()}:in"
     return attribution_layer_for(s, layers, lm.name)
+
+
+def one_feature(target: Any, lm: LoadedModel, what: str) -> FeatureSpec:
+    """The one feature ``target`` names (depth and ``position: auto`` resolved on ``lm``), or
+    a one-line error saying so, ``what`` telling why one (``the atlas maps one``)."""
+    specs = parse_targets(resolve_target(target, lm.model, lm.input_size, lm.name))
+    if len(specs) != 1:
+        raise MTIConfigError(
+            f"target names {len(specs)} features ({', '.join(map(str, specs[:4]))}); {what}: "
+            "give one channel, e.g. target=bn2:19@center"
+        )
+    return specs[0]

@@ -11,6 +11,7 @@ from typing import Any
 
 from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.core.layer_choice import one_feature
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.journeys.atlas.config import AtlasConfig
 from mti_lightning.journeys.atlas.result import AtlasResult
@@ -37,20 +38,6 @@ GONE = {
 }
 
 
-def _feature(cfg: MTIConfig, lm: LoadedModel) -> str:
-    """The one feature ``target`` names, as a spec string."""
-    from mti_lightning.core.layer_choice import resolve_target
-    from mti_lightning.core.targets import parse_targets
-
-    specs = parse_targets(resolve_target(cfg.target, lm.model, lm.input_size, lm.name))
-    if len(specs) != 1:
-        raise MTIConfigError(
-            f"target names {len(specs)} features ({', '.join(map(str, specs[:4]))}); the atlas "
-            "maps one: give one channel, e.g. target=bn2:19@center"
-        )
-    return str(specs[0])
-
-
 def atlas_config(cfg: MTIConfig, lm: LoadedModel | None = None) -> AtlasConfig:
     """The atlas's flat config from the config's ``atlas``, ``model`` and ``target`` (``lm``:
     an already loaded model)."""
@@ -70,7 +57,8 @@ def atlas_config(cfg: MTIConfig, lm: LoadedModel | None = None) -> AtlasConfig:
     loaded = lm if lm is not None else load_atlas_model(draft)
     from mti_lightning.journeys.atlas.dataset_pass import with_input_size
 
-    feature = _feature(cfg, with_input_size(loaded, draft.input_size))
+    sized = with_input_size(loaded, draft.input_size)
+    feature = str(one_feature(cfg.target, sized, "the atlas maps one"))
     return AtlasConfig.from_dict({**atlas, **model, "feature": feature})
 
 

@@ -45,10 +45,9 @@ from mti_lightning.core.config_schema import CircuitSchema, MTIConfig
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import FeatureSpec, Readout, build_readout
 from mti_lightning.core.io import load_tensors, save_png, save_tensors, write_json
-from mti_lightning.core.layer_choice import attribution_layer_auto, resolve_target
+from mti_lightning.core.layer_choice import attribution_layer_auto, one_feature
 from mti_lightning.core.models import LoadedModel
 from mti_lightning.core.probes import layer_shapes
-from mti_lightning.core.targets import parse_targets
 from mti_lightning.core.token_grid import spatial_view
 from mti_lightning.journeys.circuit import checks
 from mti_lightning.journeys.circuit.figure import circuit_figure
@@ -78,16 +77,6 @@ class Plan:
     upstream_layer: str | None
 
 
-def _one_feature(cfg: MTIConfig, lm: LoadedModel) -> FeatureSpec:
-    specs = parse_targets(resolve_target(cfg.target, lm.model, lm.input_size, lm.name))
-    if len(specs) != 1:
-        raise MTIConfigError(
-            f"target names {len(specs)} features ({', '.join(map(str, specs[:4]))}); a circuit "
-            "is one unit's: give one channel, e.g. target=bn2:19@center"
-        )
-    return specs[0]
-
-
 def _upstream(lm: LoadedModel, readout: Readout, layer: str, what: str) -> str:
     """``layer`` (``auto`` resolved) after checking it lies upstream of ``readout``'s
     features."""
@@ -115,7 +104,7 @@ def plan(
     _one_process(cfg)
     _pass_options(cfg)
     lm = lm if lm is not None else load_from_config(cfg)
-    spec = _one_feature(cfg, lm)
+    spec = one_feature(cfg.target, lm, "a circuit is one unit's")
     readout = build_readout(lm.model, lm.input_size, [spec])
     layer = _upstream(lm, readout, c.layer, "circuit.layer")
     channels = _channels(lm, layer, layer_shapes(lm.model, lm.input_size, [layer])[layer])
