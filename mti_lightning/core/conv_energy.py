@@ -24,12 +24,12 @@ uses the batched path (``core/unit_attribution.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mti_lightning.core.module_graph import Value, first_calls
 from mti_lightning.core.probes import LayerRef, resolve_module
 
 
@@ -215,43 +215,6 @@ def _plain_bn(module: nn.Module) -> bool:
     )
 
 
-Value = tuple[Any, int]  # a tensor and its version counter when it was read
-
-
-def _trace(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[Value, Value]]:
-    """``{module name: (input, output)}`` of every module's first call in one forward, each
-    as the tensor itself (kept alive, so identity comparisons hold) with its version counter
-    then: a tensor written in place in between (``x += shortcut``) is another value."""
-    inputs: dict[str, Value] = {}
-    seen: dict[str, tuple[Value, Value]] = {}
-    handles = []
-
-    def version(t: Any) -> int:
-        return t._version if isinstance(t, torch.Tensor) else -1
-
-    for name, module in model.named_modules():
-        if not name:
-            continue
-
-        def pre(_m, args, name=name):
-            if name not in inputs and args:
-                inputs[name] = (args[0], version(args[0]))
-
-        def hook(_m, _args, out, name=name):
-            if name not in seen:
-                seen[name] = (inputs.get(name, (None, -1)), (out, version(out)))
-
-        handles.append(module.register_forward_pre_hook(pre))
-        handles.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
-    return seen
-
-
 def _same(a: Value, b: Value) -> bool:
     return a[0] is b[0] and a[1] == b[1]
 
@@ -264,7 +227,7 @@ def one_conv_path(
     convolution": use the batched path). ``example``: a normalised input batch."""
     ref = LayerRef.parse(unit_layer)
     resolve_module(model, ref)  # an unknown name is an error naming the closest ones
-    seen = _trace(model, example)
+    seen = first_calls(model, example)
     if ref.module not in seen:
         return None
     value = seen[ref.module][1] if ref.port == "out" else seen[ref.module][0]
