@@ -136,6 +136,7 @@ def main() -> None:
     model, batch, n_device, faccent_batches, n_files, side = CONFIGS[
         "quick" if args.quick else args.device
     ]
+    common.check_models("bench_atlas_pass", [model])
     layer, channel, cam = common.FEATURES[model]
     rounds = 1 if args.quick else 2
     workers = max(0, min(12, (os.cpu_count() or 2) - 2))

@@ -221,6 +221,7 @@ def main() -> None:
     configs = CONFIGS["quick" if args.quick else args.device]
     if args.models:
         configs = [c for c in configs if c[0] in args.models]
+    common.check_models("bench_inversion", [c[0] for c in configs])
     timing = TIMING["quick" if args.quick else args.device]
     results = common.Results(
         args.out,

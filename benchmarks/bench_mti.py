@@ -44,6 +44,7 @@ def main() -> None:
     common.setup(args)
     key = "quick" if args.quick else args.device
     model, canvas, draws, units, side = CONFIGS[key]
+    common.check_models("bench_mti", [model])
     precisions = ["fp32", "bf16"] if args.device == "cuda" else ["fp32"]
     steps, chunk, warmup = {"quick": (2, 1, 1), "cuda": (30, 15, 3), "cpu": (4, 2, 0)}[key]
     layer, _, cam = common.FEATURES[model]

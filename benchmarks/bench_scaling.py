@@ -54,6 +54,7 @@ def main() -> None:
     common.setup(args)
     key = "quick" if args.quick else args.device
     model, side, canvas0, draws_list, draws0, canvases, batches = CONFIGS[key]
+    common.check_models("bench_scaling", [model])
     steps, warmup = {"quick": (2, 1), "cuda": (15, 3), "cpu": (3, 1)}[key]
     label = "bf16" if args.device == "cuda" else "fp32"
     layer, channel, cam = common.FEATURES[model]

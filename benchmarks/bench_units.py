@@ -61,6 +61,7 @@ def main() -> None:
     common.setup(args)
     config = CONFIGS["quick" if args.quick else args.device]
     model, canvas, draws, units, _, steps = config
+    common.check_models("bench_units", [model])
     singles = args.singles or (2 if args.quick else 6 if args.device == "cuda" else 4)
     precision = "bf16-mixed" if args.device == "cuda" else "32"
     results = common.Results(

@@ -46,6 +46,7 @@ FEATURES = {
     "resnet50": ("layer3.0.conv1", 5, "layer2.3.act3"),
     "resnet18": ("layer3.0.conv1", 5, "layer2.1.act2"),
     "curvenet": ("bn2", 19, "pool1"),
+    "efficientnet_lite0_imagenet": ("blocks.4.0.conv_pw", 5, "blocks.3"),
 }
 PRECISIONS = {"fp32": "32", "bf16": "bf16-mixed"}
 
@@ -245,6 +246,22 @@ def compose(overrides: Sequence[str]) -> MTIConfig:
     from mti_lightning.face.api_config import compose_config
 
     return compose_config(overrides)
+
+
+def check_models(benchmark: str, models: Sequence[str]) -> None:
+    """Refuse, in one line and before any work, the rows whose model has no benchmark feature
+    (``FEATURES``) or no config (``conf/model``)."""
+    no_feature = sorted({m for m in models if m not in FEATURES})
+    no_config = sorted({m for m in models if not (REPO / "conf" / "model" / f"{m}.yaml").is_file()})
+    if no_feature or no_config:
+        raise SystemExit(
+            f"{benchmark}: cannot run the rows of "
+            + "; ".join(
+                [f"{', '.join(no_feature)} (no FEATURES row; rows exist for {', '.join(FEATURES)})"]
+                * bool(no_feature)
+                + [f"{', '.join(no_config)} (no conf/model file)"] * bool(no_config)
+            )
+        )
 
 
 def search_overrides(device: str, model: str, input_size: int = 0) -> list[str]:

@@ -209,6 +209,7 @@ def main_breakdown(args: argparse.Namespace) -> None:
     configs = step_costs.CONFIGS["quick" if args.quick else args.device]
     if args.models:
         configs = [c for c in configs if c[0] in args.models]
+    common.check_models("profile_step --breakdown", [c[0] for c in configs])
     results = common.Results(
         args.out,
         "step_costs",
@@ -230,6 +231,7 @@ def main() -> None:
         main_breakdown(args)
         return
     config = CONFIGS["quick" if args.quick else args.device]
+    common.check_models("profile_step", [config[0]])
     n, warmup = (3, 1) if args.quick else (10, 3)
     results = common.Results(args.out, "profile", args, {"config": config, "steps": n})
     seed_dir = Path(tempfile.mkdtemp(prefix="mti-bench-seeds-"))

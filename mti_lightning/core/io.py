@@ -13,34 +13,84 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.core.errors import NO_SPACE, DiskFullError, MTIConfigError
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(
+    path: str | Path, write: Callable[[Path], None], needed: int | None = None
+) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place, so
-    ``path`` is either absent or whole."""
+    ``path`` is either absent or whole (its earlier version stays where the write fails).
+
+    A write that fails for lack of space is a :class:`DiskFullError` naming ``path``, the
+    space it needs (``needed`` bytes, where the caller knows it) and what is free there."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        full = disk_full(err, path, needed)
+        if full is None:
+            raise
+        raise full from err
     os.close(fd)
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+    except OSError as err:
+        written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
+        _remove(tmp)  # before the free space is read
+        full = disk_full(err, path, needed, written)
+        if full is None:
+            raise
+        raise full from err
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
     return path
+
+
+def _remove(tmp: str) -> None:
+    if os.path.exists(tmp):
+        os.unlink(tmp)
+
+
+def disk_full(
+    err: BaseException, path: str | Path | None = None, needed: int | None = None,
+    written: int = 0,
+) -> DiskFullError | None:
+    """The :class:`DiskFullError` an exception (or one it was raised from) stands for, or
+    None where it is not a lack of space."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, DiskFullError):
+            return err
+        if isinstance(err, OSError) and err.errno in NO_SPACE:
+            where = Path(path if path is not None else err.filename or ".")
+            return DiskFullError(where, needed, _free_bytes(where), written)
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _free_bytes(path: Path) -> int | None:
+    for folder in (path, *path.parents):
+        try:
+            stats = os.statvfs(folder)
+        except OSError:
+            continue
+        return stats.f_bavail * stats.f_frsize
+    return None
 
 
 def write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as indented JSON, atomically."""
-    text = json.dumps(data, indent=2, default=_jsonable)
-    return atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
+    text = json.dumps(data, indent=2, default=_jsonable) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text), len(text.encode()))
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+    return atomic_write(path, lambda tmp: tmp.write_text(text), len(text.encode()))
 
 
 def _jsonable(value: Any) -> Any:
@@ -53,12 +103,18 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def write_bytes(path: str | Path, data: bytes | memoryview) -> Path:
+    """Write ``data`` atomically (its size is the space a full disk's message names)."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data), len(data))
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> Path:
-    """Save tensors as safetensors, atomically."""
-    from safetensors.torch import save_file
+    """Save tensors as safetensors, atomically (serialised in memory, then one plain write,
+    so a full disk is an ``OSError`` of the write, not a library's own error)."""
+    from safetensors.torch import save
 
     data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    return atomic_write(path, lambda tmp: save_file(data, str(tmp)))
+    return write_bytes(path, save(data))
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:

@@ -1,12 +1,13 @@
 """The ``mti`` command: Hydra composes ``conf/`` and the command line, then runs one task.
 
 Bad input ends the command with one line on stderr naming the bad value and the valid
-choices, and exit code 2; in a multirun the other jobs still run and the command lists the
+choices, and exit code 2, as does a full disk (the file it could not write, the space needed); in a multirun the other jobs still run and the command lists the
 failed ones at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -19,8 +20,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mti_lightning.core.errors import MTIConfigError
-from mti_lightning.core.io import write_text
+from mti_lightning.core.errors import DiskFullError, MTIConfigError
+from mti_lightning.core.io import disk_full, write_text
 from mti_lightning.face.config_check import check_composed, composition_error, typed_config
 from mti_lightning.face.console import quiet_console
 from mti_lightning.face.failures import clear_failure, record_failure, report_failures
@@ -71,13 +72,18 @@ def _main(cfg: DictConfig) -> None:
         typed = typed_config(config)
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(asdict(typed)))
         run_task(task, typed, run_dir)
-    except MTIConfigError as err:
+    except Exception as caught:
+        err = caught if isinstance(caught, MTIConfigError) else disk_full(caught)
+        if err is None:
+            raise
         print(f"mti: error: {err}", file=sys.stderr)
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             sys.exit(2)
         # in a sweep: Hydra records this job as failed and runs the others (an exit would end
-        # a local sweep here and leave a SLURM job without a result for its launcher)
-        record_failure(run_dir, str(err))
+        # a local sweep here and leave a SLURM job without a result for its launcher); on a
+        # full disk the record may not fit either, and the line above has said why
+        with contextlib.suppress(DiskFullError):
+            record_failure(run_dir, str(err))
         raise
 
 
@@ -101,6 +107,9 @@ def main() -> None:
     # Hydra's own report of an error is a multi-line listing and exit code 1: let the error
     # reach this function instead
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    # a log handler that cannot write (a full disk under W&B's debug log) stays quiet instead
+    # of printing a traceback per record
+    logging.raiseExceptions = False
     try:
         _main()
     except SystemExit as done:
@@ -110,7 +119,7 @@ def main() -> None:
     except Exception as err:
         if report_failures():
             sys.exit(2)
-        message = None if _started else composition_error(err)
+        message = disk_full(err) or (None if _started else composition_error(err))
         if message is None:
             raise
         print(f"mti: error: {message}", file=sys.stderr)

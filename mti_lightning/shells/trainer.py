@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.shells.checkpoint_io import AtomicCheckpointIO
 from mti_lightning.shells.heap import KeepFreedMemory
 from mti_lightning.shells.slurm import requeue_callbacks, slurm_plugins
 
@@ -96,8 +97,8 @@ def make_trainer(
     if max_steps < 1 and max_steps != -1:
         raise MTIConfigError(f"steps={max_steps}; a search needs at least 1 step")
     check_trainer_options(accelerator, str(precision), devices)
-    plugins = slurm_plugins(requeue_signal)
-    callbacks = [*callbacks, KeepFreedMemory(), *requeue_callbacks(plugins)]
+    slurm = slurm_plugins(requeue_signal)
+    callbacks = [*callbacks, KeepFreedMemory(), *requeue_callbacks(slurm)]
     if checkpoint_every > 0:
         callbacks.append(
             ModelCheckpoint(
@@ -118,7 +119,7 @@ def make_trainer(
         "num_nodes": num_nodes,
         "strategy": strategy,
         "precision": str(precision),
-        "plugins": plugins or None,
+        "plugins": [*slurm, AtomicCheckpointIO()],
         "logger": logger,
         "callbacks": callbacks,
         "enable_checkpointing": checkpoint_every > 0,

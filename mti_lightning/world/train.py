@@ -22,13 +22,12 @@ import torch
 import torch.nn.functional as F
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
-from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.classification import MulticlassAccuracy
 
 from mti_lightning.core.errors import MTIConfigError
-from mti_lightning.core.io import atomic_write
+from mti_lightning.core.io import atomic_write, save_tensors
 from mti_lightning.shells.images import report_undecodable
 from mti_lightning.shells.trainer import check_trainer_options, make_trainer
 from mti_lightning.world.curve_datamodule import CurveDataModule
@@ -338,8 +337,7 @@ def train_model(
         logger.log_metrics({"test/acc": result["held_out_accuracy"]}, step=fit.global_step)
         logger.save()
     weights.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in module.model.state_dict().items()}
-    atomic_write(weights, lambda tmp: save_file(state, tmp))
+    save_tensors(weights, module.model.state_dict())
     result.update(sha256=sha256_file(weights), size_bytes=weights.stat().st_size)
     result.update(machine(), load_average_start=load_before)
     record = {

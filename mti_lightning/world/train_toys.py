@@ -26,11 +26,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mti_lightning.core.io import atomic_write
+from mti_lightning.core.io import atomic_write, save_tensors
 from mti_lightning.core.zoo.toys import build_toy
 from mti_lightning.shells.trainer import make_trainer
 from mti_lightning.world.toy_data import DEFAULT_SPARSITY, SparseToyStream, sample_toy
@@ -186,8 +186,7 @@ def save_toy(model: nn.Module, info: dict[str, Any], out_dir: str | Path) -> Pat
     """Save weights (safetensors) then info (json) atomically; return the weights path."""
     weights, meta = toy_paths(out_dir, info["config"]["kind"])
     weights.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(weights, lambda tmp: save_file(state, str(tmp)))
+    save_tensors(weights, model.state_dict())
     atomic_write(meta, lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
     return weights
 
