@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tolerances import TRAJECTORY, assert_reordered
 
 from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.io import load_tensors, save_png
@@ -152,8 +153,7 @@ def test_a_new_users_bad_value_is_one_line_exit_2(tmp_path, args, message):
     out = mti(args, cwd=tmp_path, timeout=120)
     assert out.returncode == 2, out.stderr[-2000:]
     assert out.stderr.strip() == f"mti: error: {message}" or (
-        out.stderr.strip().startswith(f"mti: error: {message}")
-        and "\n" not in out.stderr.strip()
+        out.stderr.strip().startswith(f"mti: error: {message}") and "\n" not in out.stderr.strip()
     ), out.stderr[-2000:]
     assert "Traceback" not in out.stderr and not list(tmp_path.glob("outputs/*/*/config.yaml"))
 
@@ -214,8 +214,8 @@ def test_killed_search_resumes_to_the_same_images(tmp_path):
     assert record["resumed_from"].endswith("last.ckpt") and record["steps_run"] == 120
     a = load_tensors(tmp_path / "whole" / "tensors.safetensors")["images"]
     b = load_tensors(run / "tensors.safetensors")["images"]
-    # two processes: the same kernels on the same machine, within float rounding
-    assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()
+    # two processes, the same kernels: a resumed Adam state within float rounding
+    assert_reordered(b, a, scale=1.0)
 
 
 @pytest.mark.slow
@@ -232,4 +232,4 @@ def test_ddp_two_processes_match_each_other_and_one_process(tmp_path):
     a = load_tensors(tmp_path / "one" / "tensors.safetensors")["images"]
     b = load_tensors(tmp_path / "two" / "tensors.safetensors")["images"]
     # same draws and noise, split 2 x 2 instead of 1 x 4: only float summation order differs
-    assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    assert_reordered(b, a, tol=TRAJECTORY, scale=1.0)

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import wandb_server
+from tolerances import FLOAT64_RECORD
 from wandb_server import WandbServer
 
 pytestmark = pytest.mark.slow
@@ -81,7 +82,7 @@ def assert_same_summary(on_server: dict[str, Any], record: dict[str, Any]) -> No
         if value is None:
             assert on_server.get(key) is None, key
         else:
-            assert on_server[key] == pytest.approx(value, rel=1e-12), key
+            assert on_server[key] == pytest.approx(value, rel=FLOAT64_RECORD.rtol), key
 
 
 # ---------------------------------------------------------------- an online multirun
@@ -127,7 +128,9 @@ def test_online_runs_on_the_server_equal_their_run_directories(online, server):
         for row, saved in zip(table["data"], record["images"], strict=True):
             assert row[columns.index("unit")] == saved["feature"]
             for key in ("end_tension", "end_activation", "plus_activation", "minus_activation"):
-                assert row[columns.index(key)] == pytest.approx(saved[key], rel=1e-12), key
+                assert row[columns.index(key)] == pytest.approx(
+                    saved[key], rel=FLOAT64_RECORD.rtol
+                ), key
             for name in ("image", "plus_inversion", "minus_inversion", "transparency"):
                 assert row[columns.index(name)], name  # an image cell (its file stays local)
         # the outputs artifact: its name, type and metadata are what the server keeps of it

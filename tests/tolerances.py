@@ -16,6 +16,16 @@ The absolute part scales with the size of the terms, not of the result: where a 
 difference of large terms (an activation ``E+ - E-`` near 0, a tension of a silent unit) its
 rounding is that of the terms. :func:`assert_reordered` therefore takes ``scale`` (default:
 the largest magnitude in ``expected``) and allows ``atol = rtol * scale``.
+
+Which comparisons use which: one layer's sums reordered (chunked or sharded passes, batch
+against single, closed forms against backward passes, the fast network's probes) use
+``REORDERED``; a whole network's forward and backward in another order (the fast network,
+captum's backward, folded BatchNorms, the pinned steps checked on another CPU) ``NETWORK``;
+searches of several steps whose rounding is carried forward (DDP against one process, the fast
+network's search, two nodes) ``TRAJECTORY``; the CUDA and bf16 tests ``TF32`` and
+``BFLOAT16``. Comparisons whose difference is not the order of sums (grid sampling against
+interpolation, a numerical derivative, images read as 8-bit pixels) state their own bound
+where they make it. Every other float comparison of the suite is exact.
 """
 
 from __future__ import annotations
@@ -49,14 +59,29 @@ TRAJECTORY = Tolerance(
     "an optimisation of tens of steps in another order (DDP, fast network): each step's "
     "rounding (NETWORK) is carried into the next images and grows with the steps",
 )
+TF32 = Tolerance(
+    1e-2,
+    "CUDA convs and matmuls in TF32 (10-bit mantissa: 2^-11 = 5e-4 per product), compounded "
+    "over a network's layers",
+)
+BFLOAT16 = Tolerance(
+    5e-2,
+    "bf16 autocast (8-bit mantissa: 2^-9 = 2e-3 per operation) through a conv and its backward",
+)
 FLOAT64_RECORD = Tolerance(
     1e-12,
     "the same float64 numbers after a JSON or server round trip (repr is exact; the margin "
     "is for the printed digits)",
 )
 
-ALL = {"REORDERED": REORDERED, "NETWORK": NETWORK, "TRAJECTORY": TRAJECTORY,
-       "FLOAT64_RECORD": FLOAT64_RECORD}
+ALL = {
+    "REORDERED": REORDERED,
+    "NETWORK": NETWORK,
+    "TRAJECTORY": TRAJECTORY,
+    "TF32": TF32,
+    "BFLOAT16": BFLOAT16,
+    "FLOAT64_RECORD": FLOAT64_RECORD,
+}
 
 
 def _tensor(x: object) -> torch.Tensor:

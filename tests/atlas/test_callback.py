@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import placed_search_args, run_mti
+from tolerances import NETWORK, TRAJECTORY, assert_reordered
 
 from mti_lightning.core.config_schema import ModelSchema
 from mti_lightning.core.errors import MTIConfigError
@@ -53,11 +54,11 @@ def test_data_images_land_near_their_own_atlas_position(curve_atlas: Path) -> No
     images = torch.stack([source.load(int(rows[i])) for i in picks])
     out = AtlasEmbedding(atlas, every_n_steps=0).vectors(lm, images)
     # the same vectors as the dataset pass (which ran on the fast copy of the network)
-    torch.testing.assert_close(
+    assert_reordered(
         out["vector"].double(),
         atlas.vectors[picks],
-        rtol=1e-4,
-        atol=1e-4 * float(atlas.vectors.abs().max()),
+        tol=NETWORK,
+        scale=float(atlas.vectors.abs().max()),
     )
     placed_raw, _ = atlas.model.transform(out["vector"].double().numpy())
     err = np.linalg.norm(placed_raw - raw[picks], axis=1)
@@ -128,7 +129,7 @@ def test_search_placed_on_the_atlas_one_process_and_ddp(
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["world_size"] == 2
     # same draws split 2 x 2 instead of 1 x 4: images agree to float summation order, and the
     # placement is a continuous function of them
-    np.testing.assert_allclose(placed["two"], placed["one"], atol=1e-3)
+    assert_reordered(placed["two"], placed["one"], tol=TRAJECTORY, scale=1.0)
 
 
 @pytest.mark.slow
