@@ -219,8 +219,7 @@ def main() -> None:
     args = common.parse_args(__doc__.split("\n\n")[0], _options)
     common.setup(args)
     configs = CONFIGS["quick" if args.quick else args.device]
-    if args.models:
-        configs = [c for c in configs if c[0] in args.models]
+    configs = common.pick_rows("bench_inversion", configs, args.models)
     common.check_models("bench_inversion", [c[0] for c in configs])
     timing = TIMING["quick" if args.quick else args.device]
     results = common.Results(

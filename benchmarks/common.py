@@ -264,6 +264,21 @@ def check_models(benchmark: str, models: Sequence[str]) -> None:
         )
 
 
+def pick_rows(benchmark: str, rows: list[tuple], models: Sequence[str] | None) -> list[tuple]:
+    """The rows (tuples led by their model's name) of ``models`` (all when None); a name with
+    no row is refused in one line, before any work, with the names that have one."""
+    if not models:
+        return rows
+    names = [r[0] for r in rows]
+    unknown = sorted(set(models) - set(names))
+    if unknown:
+        raise SystemExit(
+            f"{benchmark}: no row for {', '.join(unknown)}; rows exist for "
+            f"{', '.join(dict.fromkeys(names))}"
+        )
+    return [r for r in rows if r[0] in models]
+
+
 def search_overrides(device: str, model: str, input_size: int = 0) -> list[str]:
     """Overrides shared by every benchmarked search: the model (``input_size`` > 0 overrides
     its input side), the device's trainer preset, no periodic snapshots (file writes every 50

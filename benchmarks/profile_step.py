@@ -207,8 +207,7 @@ def options(parser: argparse.ArgumentParser) -> None:
 def main_breakdown(args: argparse.Namespace) -> None:
     """The step's parts timed level by level (``benchmarks/step_costs.py``)."""
     configs = step_costs.CONFIGS["quick" if args.quick else args.device]
-    if args.models:
-        configs = [c for c in configs if c[0] in args.models]
+    configs = common.pick_rows("profile_step", configs, args.models)
     common.check_models("profile_step --breakdown", [c[0] for c in configs])
     results = common.Results(
         args.out,
