@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import dataclasses
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 
 import pytest
@@ -11,6 +15,12 @@ import torch
 from torch import nn
 
 from mti_lightning.core.models import LoadedModel, freeze, load_model
+
+# a fresh inductor kernel cache for each session (its subprocesses inherit it): kernels an
+# earlier run cached, for another CPU capability or another torch, are never loaded here
+# (see core.compile_cache)
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="mti-tests-inductor-")
+atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
 
 SIZE = 64  # side of the test images: timm ResNets take any size, 64 keeps the suite fast
 

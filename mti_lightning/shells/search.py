@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from mti_lightning.core.attribution import attribute
+from mti_lightning.core.compile_cache import compile_module
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.evaluation import evaluate
 from mti_lightning.core.fastnet import FastNet, fast_network
@@ -155,7 +156,7 @@ class MTISearch(L.LightningModule):
         else:
             fast = FastNet(self.lm)
         if self.compile_net:
-            fast.lm = dataclasses.replace(fast.lm, model=torch.compile(fast.lm.model))
+            fast.lm = dataclasses.replace(fast.lm, model=compile_module(fast.lm.model))
         return fast
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
