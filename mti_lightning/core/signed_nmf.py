@@ -88,3 +88,24 @@ def decompose_part(
     arr = x.double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float64)
     chosen = choose_k(arr, fraction, min(k_max, arr.shape[1]), seed) if k == "auto" else int(k)
     return fit_part(arr, chosen, seed)
+
+
+def recurrence(weights: list[np.ndarray], seed: int = 0, shuffles: int = 20) -> tuple[float, float]:
+    """Do components recur across units? For every ordered pair of different units, each
+    component of the first's best cosine with the second's components, averaged (``weights``:
+    one ``(k_u, C)`` array per unit); and the same with every component's channel entries
+    shuffled (the baseline of unrelated directions with the same weight profile)."""
+
+    def score(ws: list[np.ndarray]) -> float:
+        unit = [w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12) for w in ws]
+        best = [
+            (a @ b.T).max(1).mean() for i, a in enumerate(unit) for j, b in enumerate(unit) if i != j
+        ]
+        return float(np.mean(best))
+
+    rng = np.random.default_rng(seed)
+    shuffled = [
+        score([np.stack([rng.permutation(row) for row in w]) for w in weights])
+        for _ in range(shuffles)
+    ]
+    return score(weights), float(np.mean(shuffled))

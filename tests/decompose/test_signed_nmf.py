@@ -51,3 +51,11 @@ def test_bad_k(k):
 def test_bad_parts():
     with pytest.raises(MTIConfigError, match="parts="):
         check_parts(["minus", "other"])
+
+
+def test_recurrence_against_shuffled():
+    from mti_lightning.core.signed_nmf import recurrence
+
+    base = np.eye(12)[:3] + 0.05
+    same, shuffled = recurrence([base, base[::-1], base + 0.01], seed=0)
+    assert same > 0.99 and shuffled < same
