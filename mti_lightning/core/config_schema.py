@@ -299,6 +299,9 @@ class CensusSchema:
     # run directories of circuits (mti experiment=circuit) of census units: their upstream
     # channels, ablation and figure go on those units' pages
     circuits: list[str] = field(default_factory=list)
+    # run directories of decompositions (mti experiment=decompose) of census units: their
+    # E+ and E- components go on those units' pages
+    decompositions: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -99,7 +99,10 @@ def recurrence(weights: list[np.ndarray], seed: int = 0, shuffles: int = 20) -> 
     def score(ws: list[np.ndarray]) -> float:
         unit = [w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12) for w in ws]
         best = [
-            (a @ b.T).max(1).mean() for i, a in enumerate(unit) for j, b in enumerate(unit) if i != j
+            (a @ b.T).max(1).mean()
+            for i, a in enumerate(unit)
+            for j, b in enumerate(unit)
+            if i != j
         ]
         return float(np.mean(best))
 
