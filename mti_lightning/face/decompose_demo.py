@@ -78,6 +78,12 @@ def _recurrence_lines(rec: dict[str, Any], what: str) -> list[str]:
         f"| E- | {m[0]:.3f} | {m[1]:.3f} |",
         f"| E+ | {p[0]:.3f} | {p[1]:.3f} |",
         "",
+        "Mean best cosine: for every ordered pair of different units, each component of the "
+        "first unit's part matched to its most similar component of the second's, averaged; "
+        "the baseline shuffles each component's channel entries (same weight profile, unrelated "
+        "direction). Above the baseline: the same channel directions recur across the layer's "
+        "units.",
+        "",
     ]
 
 
@@ -161,6 +167,9 @@ def main(argv: list[str] | None = None) -> None:
         "scikit-learn's NMF. Per component: its channel weights, its share of the part's energy, "
         "its top data images and an image rendered on the engine (cosine of the attribution "
         "layer's activation with the component's channel direction).",
+        "",
+        "Times are this run's wall-clock seconds (2-core CPU); a rerun into the same `--work` "
+        "skips every finished stage, so it shows only what was left.",
         "",
     ]
     lines += curvenet_section(args, args.out, args.work)
