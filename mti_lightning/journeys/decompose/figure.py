@@ -50,7 +50,7 @@ def components_figure(
         for ax in row[1:]:
             ax.axis("off")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
 
     def save(tmp: Path) -> None:
         fig.savefig(tmp, dpi=90, format="png")
