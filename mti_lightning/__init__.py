@@ -5,7 +5,7 @@
 
 The public API (``mti_lightning.api``), in the paper's order: ``load_model``, ``search``,
 ``visualize``, ``invert``, ``accentuate``, ``attribute``, ``atlas``, ``census``, ``circuit``,
-``compare``, and ``train`` (any architecture on the curves world). Importing the package
+``decompose``, ``compare``, and ``train`` (any architecture on the curves world). Importing the package
 loads PyTorch, not Lightning, W&B or Hydra (they load when a run starts).
 """
 
@@ -18,6 +18,7 @@ from mti_lightning.api import (
     census,
     circuit,
     compare,
+    decompose,
     invert,
     load_model,
     search,
@@ -36,6 +37,7 @@ __all__ = [
     "atlas",
     "census",
     "circuit",
+    "decompose",
     "compare",
     "train",
     "MTIConfigError",

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from mti_lightning.journeys.atlas.result import AtlasResult
     from mti_lightning.journeys.census.result import CensusResult
     from mti_lightning.journeys.circuit.result import CircuitResult
+    from mti_lightning.journeys.decompose.result import DecomposeResult
     from mti_lightning.journeys.search.result import SearchResult
 
 Model = str | nn.Module | LoadedModel
@@ -286,6 +287,45 @@ def circuit(
     result = run_circuit(cfg, out, lm=lm, dataset=dataset)
     if result is None:
         raise RuntimeError("circuit ran on a process other than rank 0; use rank 0's result")
+    write_config(cfg, out, lm)
+    return result
+
+
+def decompose(
+    model: Model,
+    target: Any,
+    data: Any = "curves",
+    k: int | str = "auto",
+    parts: Sequence[str] = ("plus", "minus"),
+    layer: str = "auto",
+    run_dir: str | Path | None = None,
+    **options: Any,
+) -> DecomposeResult:
+    """Decomposed attributions of one unit ``target`` at ``layer`` (``auto``: the model's
+    attribution layer) over ``data`` (as the atlas's): the E+ and E- parts of its attribution
+    (images x channels, summed over positions), each split by NMF into ``k`` components
+    (``auto``: the smallest k explaining ``fraction`` of the part's Frobenius norm), each with
+    its channel weights, share, top data images and an image rendered by the engine to match
+    it. ``parts``: ``plus``, ``minus`` or both. ``options``: the ``decompose.*`` keys
+    (``fraction``, ``render_steps``, ``curves_n``, ...) and the shared ones. Returns a
+    :class:`~mti_lightning.journeys.decompose.result.DecomposeResult`."""
+    from mti_lightning.journeys.decompose.run import run_decompose
+
+    quiet_console()
+    dataset = None if isinstance(data, (str, Path)) else data
+    fixed = {
+        "decompose.data": str(data) if dataset is None else f"dataset:{type(data).__name__}",
+        "decompose.layer": layer,
+        "decompose.k": k,
+        "decompose.parts": list(parts),
+        "target": target,
+    }
+    cfg, _ = build_config(["experiment=decompose"], model, options, "decompose", fixed)
+    lm = loaded_model(model, cfg)
+    out = run_dir_for(run_dir)
+    result = run_decompose(cfg, out, lm=lm, dataset=dataset)
+    if result is None:
+        raise RuntimeError("decompose ran on a process other than rank 0; use rank 0's result")
     write_config(cfg, out, lm)
     return result
 

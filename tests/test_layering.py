@@ -16,7 +16,7 @@ import mti_lightning
 ROOT = Path(mti_lightning.__file__).parent
 FORBIDDEN_IN_CORE = ("lightning", "pytorch_lightning", "wandb", "hydra", "omegaconf")
 FLOORS = {"core": {"core"}, "shells": {"core", "shells"}, "world": {"core", "shells", "world"}}
-JOURNEYS = ("search", "atlas", "compare", "census", "circuit")
+JOURNEYS = ("search", "atlas", "compare", "census", "circuit", "decompose")
 # the face: the command (with its configs, installed as mti_lightning.conf in a wheel), the API
 FACE = ("face", "api", "__init__", "conf")
 ALLOWED = {

@@ -299,6 +299,9 @@ class CensusSchema:
     # run directories of circuits (mti experiment=circuit) of census units: their upstream
     # channels, ablation and figure go on those units' pages
     circuits: list[str] = field(default_factory=list)
+    # run directories of decompositions (mti experiment=decompose) of census units: their
+    # E+ and E- components go on those units' pages
+    decompositions: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -402,6 +405,36 @@ class CircuitSchema:
     fast_net: bool = True
 
 
+@dataclass
+class DecomposeSchema:
+    """``decompose``: signed NMF of one unit's (``target``) attributions at an upstream layer
+    over a data set: the E+ and E- parts, each split into non-negative channel components."""
+
+    # data: curves, photos, a folder, or torchvision:NAME (as the atlas's)
+    data: str = "curves"
+    data_root: str = ""
+    curves_n: int = _rule(1000, low=1)
+    curves_seed: int = 5000
+    # the attribution layer; auto: the model's own (CurveNet: pool1), else the block before
+    layer: str = "auto"
+    # components per part: an integer in [1, channels], or auto (the smallest k whose NMF
+    # explains ``fraction`` of the part's Frobenius norm, at most ``k_max``)
+    k: Any = "auto"
+    fraction: float = _rule(0.9, low=0, above=True)
+    k_max: int = _rule(12, low=1)
+    parts: list[str] = field(default_factory=lambda: ["plus", "minus"])
+    top_images: int = _rule(8, low=1)  # data images kept per component (highest coefficient)
+    render: bool = True  # an image per component: cosine with its direction, on the engine
+    render_steps: int = _rule(128, low=1)
+    render_lr: float = _rule(0.05, low=0, above=True)
+    render_draws: int = _rule(4, low=1)
+    render_power: float = _rule(1.0, low=0)
+    batch_size: int = _rule(64, low=1)  # (image, target) pairs per attribution chunk
+    shard_size: int = _rule(512, low=1)
+    num_workers: int = _rule(0, low=0)
+    fast_net: bool = True
+
+
 def _default_target() -> dict[str, Any]:
     # CurveNet's orientation-tuned units (docs/curvenet_report.txt)
     return {"layer": "bn2", "depth": None, "channel": [9, 12, 19, 5], "position": "center"}
@@ -409,7 +442,7 @@ def _default_target() -> dict[str, Any]:
 
 # train_curvenet is gone (its task says so, naming `mti experiment=train model=curvenet`)
 TASKS = ("search", "curves", "train", "train_curvenet", "toys", "curvenet_report", "compare")
-TASKS += ("aggregate", "atlas", "census", "circuit")
+TASKS += ("aggregate", "atlas", "census", "circuit", "decompose")
 
 
 @dataclass
@@ -442,3 +475,4 @@ class MTIConfig:
     report: ReportSchema | None = None
     aggregate: AggregateSchema | None = None
     circuit: CircuitSchema | None = None
+    decompose: DecomposeSchema | None = None

@@ -103,6 +103,12 @@ def _circuit(cfg: MTIConfig, run_dir: Path) -> None:
     run_circuit(cfg, run_dir)
 
 
+def _decompose(cfg: MTIConfig, run_dir: Path) -> None:
+    from mti_lightning.journeys.decompose.run import run_decompose
+
+    run_decompose(cfg, run_dir)
+
+
 TASKS: dict[str, Callable[[MTIConfig, Path], None]] = {
     "search": _search,
     "curves": _curves,
@@ -114,6 +120,7 @@ TASKS: dict[str, Callable[[MTIConfig, Path], None]] = {
     "atlas": _atlas,
     "census": _census,
     "circuit": _circuit,
+    "decompose": _decompose,
 }
 
 

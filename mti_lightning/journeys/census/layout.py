@@ -23,6 +23,7 @@ from mti_lightning.core.io import load_tensors
 UNITS_JSON = "units.json"
 SEARCH_JSON = "search.json"
 CIRCUITS_JSON = "circuits.json"
+DECOMPOSITIONS_JSON = "decompositions.json"
 ATLASES_JSON = "atlases.json"
 
 

@@ -238,6 +238,25 @@ def _numbers(pairs: Sequence[tuple[str, Any]]) -> str:
     return f"<table>{cells}</table>"
 
 
+def _decomposition_section(d: Mapping[str, Any]) -> str:
+    """The unit's E+ and E- components (from its decomposition run): share and top channels
+    of each, and the components figure."""
+    rows = "".join(
+        f'<tr><td class="text">E{"+" if c.get("part") == "plus" else "-"} {esc(c.get("component"))}'
+        f'</td><td>{fmt(c.get("share"))}</td><td class="text">{esc(c.get("top_channels"))}</td></tr>'
+        for c in d.get("components", [])
+    )
+    parts = [
+        "<h2>Decomposed attributions (signed NMF)</h2>",
+        f"<p>at {esc(d.get('layer'))}</p>",
+        "<table><tr><th class=text>component</th><th>share</th><th class=text>top channels</th>"
+        f"</tr>{rows}</table>",
+    ]
+    if d.get("figure"):
+        parts.append(f'<img class="wide" src="{url("../" + str(d["figure"]))}" alt="components">')
+    return "".join(parts)
+
+
 def _circuit_section(circuit: Mapping[str, Any]) -> str:
     """The unit's upstream channels (from its circuit run): the strongest inhibitory and
     excitatory channels with their shares, the ablation's rise, and the circuit figure."""
@@ -274,12 +293,14 @@ def unit_page(
     circuit: Mapping[str, Any] | None,
     links: Mapping[str, str],
     n_units: int,
+    decomposition: Mapping[str, Any] | None = None,
 ) -> str:
     """One unit's page. ``assets``: relative paths of its figures by key (``mti``,
     ``mti_plus``, ``viz_plus``, ``data_plus``, ..., ``scatter``, ``atlas``); ``tops``: each
     tensest data image's entry with its thumbnail path and a link to the original file (or
     None); ``circuit``: its upstream channels (``inhibitory``/``excitatory`` lists of
-    ``{channel, share}``) or None; ``links``: ``index``, ``prev``, ``next``."""
+    ``{channel, share}``) or None; ``links``: ``index``, ``prev``, ``next``; ``decomposition``:
+    its E+/E- components (from its decomposition run) or None."""
     spec = str(row["spec"])
     nav = f'<a href="{url(links["index"])}">index</a>'
     for key, label in (("prev", "previous unit"), ("next", "next unit")):
@@ -357,4 +378,6 @@ def unit_page(
         )
     if circuit:
         parts.append(_circuit_section(circuit))
+    if decomposition:
+        parts.append(_decomposition_section(decomposition))
     return _page(spec, "".join(parts))

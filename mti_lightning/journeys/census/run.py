@@ -18,6 +18,7 @@ from mti_lightning.core.models import LoadedModel
 from mti_lightning.journeys.census.circuits import circuit_record_path, gather_circuits
 from mti_lightning.journeys.census.context import CensusRun
 from mti_lightning.journeys.census.data import run_data
+from mti_lightning.journeys.census.decompositions import gather_decompositions
 from mti_lightning.journeys.census.layout import read_units
 from mti_lightning.journeys.census.merge import run_merge, unfinished_jobs
 from mti_lightning.journeys.census.result import CensusResult
@@ -48,6 +49,7 @@ def site(run: CensusRun) -> dict[str, dict[str, Any]]:
         return {}
     specs = {r["spec"] for r in read_units(run.dir)["units"]}
     with_circuit = gather_circuits(run.dir, list(run.c.circuits), specs)
+    gather_decompositions(run.dir, list(run.c.decompositions), specs)
     index = build_site(run.dir, images=getattr(run.source, "root", None))
     log_census(run.dir, run.logger)
     finish_run(run.logger)

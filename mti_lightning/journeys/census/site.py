@@ -23,6 +23,7 @@ from mti_lightning.core.io import atomic_write, write_text
 from mti_lightning.journeys.census.layout import (
     ATLASES_JSON,
     CIRCUITS_JSON,
+    DECOMPOSITIONS_JSON,
     SEARCH_JSON,
     layer_values,
     read_optional,
@@ -127,6 +128,7 @@ def build_site(census_dir: Path, images: Path | None = None) -> Path:
     rows = sorted(units["units"], key=lambda r: r["rank"])
     search = read_optional(census, SEARCH_JSON).get("units", {})
     circuits = read_optional(census, CIRCUITS_JSON)
+    decompositions = read_optional(census, DECOMPOSITIONS_JSON)
     atlases = read_optional(census, ATLASES_JSON)
     data = units.get("data")
     if images is not None:
@@ -154,7 +156,8 @@ def build_site(census_dir: Path, images: Path | None = None) -> Path:
         }
         circuit = circuits.get(spec) if isinstance(circuits, dict) else None
         html = unit_page(
-            row, found or None, assets, _tops(census, row, folder, found), circuit, links, len(rows)
+            row, found or None, assets, _tops(census, row, folder, found), circuit, links, len(rows),
+            decompositions.get(spec) if isinstance(decompositions, dict) else None,
         )
         write_text(census / pages[spec], html)
     keep = {census / p for p in pages.values()}
