@@ -80,7 +80,12 @@ def random_views(
 
 
 def robustness(
-    model: nn.Module, normalize: Normalize, unit: Unit, image: torch.Tensor, n: int = 16, seed: int = 0
+    model: nn.Module,
+    normalize: Normalize,
+    unit: Unit,
+    image: torch.Tensor,
+    n: int = 16,
+    seed: int = 0,
 ) -> float:
     """The unit's mean value over :func:`random_views` of ``image`` (views never optimised)."""
     return float(unit_values(model, normalize, unit, random_views(image, n, seed)).mean())

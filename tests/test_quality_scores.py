@@ -26,7 +26,9 @@ class _OneConv(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(3, 2, 1, bias=False)
         with torch.no_grad():
-            self.conv.weight.copy_(torch.tensor([[1.0, 2.0, -0.5], [0.0, 0.0, 3.0]])[:, :, None, None])
+            self.conv.weight.copy_(
+                torch.tensor([[1.0, 2.0, -0.5], [0.0, 0.0, 3.0]])[:, :, None, None]
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
