@@ -41,6 +41,9 @@ def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="photos:n=1000,seed=0", help="photo crops for vs_data")
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument(
+        "--methods", nargs="+", default=["visualize", "mti", "lucent"], help="columns to run"
+    )
+    parser.add_argument(
         "--extra", nargs="*", default=[], help="mti overrides added to our searches (a setting)"
     )
 
@@ -162,7 +165,7 @@ def main() -> None:
     from mti_lightning.world.photos import photo_crops
 
     has_lucent = importlib.util.find_spec("lucent") is not None
-    methods = ["visualize", "mti"] + ["lucent"] * has_lucent
+    methods = [m for m in args.methods if m != "lucent" or has_lucent]
     results = common.Results(
         args.out,
         "quality",
@@ -207,7 +210,7 @@ def main() -> None:
                 {"model": model, "method": method, "units": len(rows), **mean, "per_unit": rows}
             )
     print(common.table(results.data["rows"], COLUMNS))
-    if not has_lucent:
+    if "lucent" in args.methods and not has_lucent:
         print(
             "lucent not installed: its column is skipped (pip install --no-deps --target DIR torch-lucent==0.1.8)"
         )

@@ -87,3 +87,13 @@ def test_the_data_sets_own_max_image_scores_one_against_the_data():
     s = scores(model, _identity, unit, top, best, views=16)
     assert s["vs_data"] == pytest.approx(1.0, abs=1e-6)
     assert set(s) == {"value", "robust", "vs_data", "high_freq"} and 0 <= s["high_freq"] <= 1
+
+
+def test_the_fitted_spectral_decay_of_power_law_noise_is_its_exponent():
+    from benchmarks.photo_spectrum import magnitude_decay
+    from mti_lightning.core.parameterizations import power_law_magnitude
+
+    mag = power_law_magnitude(64, 64, 1.5)
+    phase = (torch.rand(8, 64, 33, generator=torch.Generator().manual_seed(0)) * 2 - 1) * math.pi
+    noise = torch.fft.irfft2(mag * torch.exp(1j * phase), s=(64, 64), norm="ortho")
+    assert magnitude_decay(noise[:, None].expand(8, 3, 64, 64)) == pytest.approx(1.5, abs=0.1)
