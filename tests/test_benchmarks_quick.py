@@ -35,6 +35,7 @@ QUICK = {
     "bench_step_network": ("bench_step_network", [], "step_network"),
     "bench_census": ("bench_census", [], "census"),
     "bench_circuit": ("bench_circuit", [], "circuit"),
+    "bench_quality": ("bench_quality", [], "quality"),
     "profile_step": ("profile_step", [], "profile"),
     "profile_step --breakdown": ("profile_step", ["--breakdown"], "step_costs"),
 }
