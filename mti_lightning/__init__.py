@@ -26,6 +26,9 @@ from mti_lightning.api import (
     visualize,
 )
 from mti_lightning.core.errors import MTIConfigError
+from mti_lightning.face.source_tree import map_checkout_conf
+
+map_checkout_conf()
 
 __all__ = [
     "load_model",

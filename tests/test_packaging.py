@@ -85,3 +85,32 @@ def test_the_wheel_install_finds_the_model_group(wheel, tmp_path):
         str(site / "mti_lightning" / "conf" / "__init__.py"),
     ]
     assert found == "['model=vit_tiny'] vit_tiny_patch16_224"
+
+
+def test_a_checkout_run_without_an_install_finds_its_configs(tmp_path):
+    """From a source tree on ``PYTHONPATH`` (``benchmarks/gpu.sh``, ``python -m benchmarks.X``
+    beside a wheel install), ``mti_lightning.conf`` is the checkout's ``conf/``
+    (``mti_lightning/face/source_tree.py``). An editable install's own mapping is taken out first,
+    so this runs as it does beside a wheel."""
+    junk = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("conf", "mti_lightning"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=junk)
+    code = (
+        "import sys\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in f.__module__]\n"
+        "import mti_lightning, mti_lightning.conf as c\n"
+        "from mti_lightning.face.api_config import compose\n"
+        "print(mti_lightning.__file__, c.__file__)\n"
+        "print(compose(['model=vit_tiny'])['model']['name'])\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    where, found = out.stdout.splitlines()[-2:]
+    assert where.split() == [
+        str(tmp_path / "mti_lightning" / "__init__.py"),
+        str(tmp_path / "conf" / "__init__.py"),
+    ]
+    assert found == "vit_tiny_patch16_224"
