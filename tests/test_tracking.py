@@ -114,8 +114,11 @@ def test_results_table_has_unique_columns_and_image_cells(wandb_run):
     table = json.loads(Path(files["results.table.json"]).read_text())
     columns = table["columns"]
     assert len(columns) == len(set(columns))
-    pictures = ("image", "plus_inversion", "minus_inversion", "transparency")
+    full = ("image", "plus_inversion", "minus_inversion", "transparency")
+    # centre units: each picture again, cropped to the unit's effective receptive field
+    pictures = (*full, *(f"{name}_rf" for name in full))
     assert set(pictures) <= set(columns) and "end_tension" in columns
+    assert "rf_effective_px" in columns and "rf_effective" not in columns
     assert [row[columns.index("unit")] for row in table["data"]] == UNITS
     for row in table["data"]:
         for name in pictures:

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from tolerances import assert_reordered, assert_same_ranking
 from torch import nn
 
 import mti_lightning as mti
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.io import load_tensors, read_image
+from mti_lightning.journeys.census.tracking import census_rows
 from mti_lightning.shells.unit_pass import UnitsReduce
 from mti_lightning.world.curve_dataset import write_image_folder
 
@@ -167,8 +169,24 @@ def test_a_census_runs_its_search_side_and_builds_its_site(curves, tmp_path):
         assert entry["search_over_data"] == pytest.approx(
             entry["end_tension"] / entry["data_max_tension"], rel=1e-6
         )
+        # centre units: every picture also cropped to the effective receptive field
+        rf = entry["receptive_field"]
+        assert rf["effective_px"] <= rf["theoretical_px"] and rf["effective_px"] < rf["input_px"][0]
+        assert sorted(entry["crops"]) == sorted(entry["images"])
+        box = rf["effective"]
+        with Image.open(census / entry["crops"]["mti"]) as crop:
+            assert crop.size == (box["width"], box["height"])
     index = (census / "index.html").read_text()
-    assert len(list((census / "pages").glob("*.html"))) == 2
+    pages = list((census / "pages").glob("*.html"))
+    assert len(pages) == 2
+    for page in pages:
+        assert "effective receptive field" in page.read_text() and "_rf.png" in page.read_text()
+    # the W&B table's record: the crops as image columns beside the full canvases, the field in px
+    rows, columns = census_rows(census)
+    for r in rows:
+        assert r["rf_effective_px"] == found[r["spec"]]["receptive_field"]["effective_px"]
+    assert all(Path(p).name == "mti_rf.png" for p in columns["mti_rf"] if p is not None)
+    assert sum(p is not None for p in columns["mti_rf"]) == 2
     assert all(r["spec"] in index for r in result.rows)
 
 

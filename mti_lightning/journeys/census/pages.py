@@ -181,7 +181,7 @@ def index_page(
     page ``pages[spec]`` and showing its MTI ``thumbs[spec]`` where one exists."""
     heads = "".join(
         f'<th data-key="{esc(k)}" data-numeric="{int(n)}"'
-        f'{"" if n else " class=text"}>{esc(label)}</th>'
+        f"{'' if n else ' class=text'}>{esc(label)}</th>"
         for k, label, n in COLUMNS
     )
     lines = []
@@ -199,7 +199,7 @@ def index_page(
                 cells.append(f'<td class="text">{esc(values[k])}</td>')
         thumb = thumbs.get(spec)
         pic = f'<img class="thumb" src="{url(thumb)}" alt="MTI">' if thumb else ""
-        lines.append(f'<tr{data}>{"".join(cells)}<td>{pic}</td></tr>')
+        lines.append(f"<tr{data}>{''.join(cells)}<td>{pic}</td></tr>")
     layers = sorted({str(r["layer"]) for r in rows})
     options = "".join(f'<option value="{esc(name)}">{esc(name)}</option>' for name in layers)
     inputs = "".join(
@@ -231,6 +231,26 @@ def _figure(src: str | None, caption: str, href: str | None = None) -> str:
     if href:
         img = f'<a href="{url(href)}">{img}</a>'
     return f"<figure>{img}<figcaption>{esc(caption)}</figcaption></figure>"
+
+
+def _cropped(
+    found: Mapping[str, Any], assets: Mapping[str, str], figures: Sequence[tuple[str, str]]
+) -> list[str]:
+    """The ``figures`` (key, caption) again, cropped to the unit's effective receptive field,
+    with the field stated in px; nothing when the unit sees the whole canvas."""
+    rf = found.get("receptive_field") or {}
+    shown = [
+        _figure(assets[f"{key}_rf"], caption) for key, caption in figures if assets.get(f"{key}_rf")
+    ]
+    if not shown:
+        return []
+    size = "x".join(str(v) for v in rf.get("input_px", []))
+    return [
+        f'<p class="meta">cropped to the unit\'s effective receptive field: '
+        f"{esc(rf.get('effective_px'))} px (theoretical {esc(rf.get('theoretical_px'))} px, "
+        f"at the network's {esc(size)} px input)</p>",
+        *shown,
+    ]
 
 
 def _numbers(pairs: Sequence[tuple[str, Any]]) -> str:
@@ -269,7 +289,10 @@ def _circuit_section(circuit: Mapping[str, Any]) -> str:
             f"{fmt(circuit['ablation_rise'])} on its tensest images (random channels: "
             f"{fmt(circuit.get('ablation_rise_control'))})</p>"
         )
-    for key, label in (("inhibitory", "strongest inhibitory"), ("excitatory", "strongest excitatory")):
+    for key, label in (
+        ("inhibitory", "strongest inhibitory"),
+        ("excitatory", "strongest excitatory"),
+    ):
         entries = circuit.get(key) or []
         cells = "".join(
             f'<tr><td class="text">{esc(e.get("channel"))}</td><td>{fmt(e.get("share"))}</td>'
@@ -281,7 +304,9 @@ def _circuit_section(circuit: Mapping[str, Any]) -> str:
             f"<th class=text></th></tr>{cells}</table>"
         )
     if circuit.get("figure"):
-        parts.append(f'<img class="wide" src="{url("../" + str(circuit["figure"]))}" alt="circuit">')
+        parts.append(
+            f'<img class="wide" src="{url("../" + str(circuit["figure"]))}" alt="circuit">'
+        )
     return "".join(parts)
 
 
@@ -329,6 +354,7 @@ def unit_page(
         parts += [
             _figure(assets.get("viz_plus"), "+ (raises the unit)"),
             _figure(assets.get("viz_minus"), "- (lowers the unit)"),
+            *_cropped(found, assets, [("viz_plus", "+ (cropped)"), ("viz_minus", "- (cropped)")]),
         ]
     else:
         parts.append(missing)
@@ -351,6 +377,18 @@ def unit_page(
             _figure(assets.get("mti"), "MTI"),
             _figure(assets.get("mti_plus"), "MTI + inversion"),
             _figure(assets.get("mti_minus"), "MTI - inversion"),
+            *_cropped(
+                found,
+                assets,
+                [
+                    ("mti", "MTI (cropped)"),
+                    ("mti_plus", "+ inversion (cropped)"),
+                    ("mti_minus", "- inversion (cropped)"),
+                    ("data", "tensest data image (cropped)"),
+                    ("data_plus", "its + inversion (cropped)"),
+                    ("data_minus", "its - inversion (cropped)"),
+                ],
+            ),
         ]
     else:
         parts.append(missing)
@@ -373,9 +411,7 @@ def unit_page(
         else '<p class="missing">no per-image values for this unit</p>'
     )
     if assets.get("atlas"):
-        parts.append(
-            f'<h2>Atlas</h2><img class="wide" src="{url(assets["atlas"])}" alt="atlas">'
-        )
+        parts.append(f'<h2>Atlas</h2><img class="wide" src="{url(assets["atlas"])}" alt="atlas">')
     if circuit:
         parts.append(_circuit_section(circuit))
     if decomposition:

@@ -6,7 +6,9 @@ Units are grouped by their attribution layer (a search has one) and cut into chu
 ``units_per_search`` units, so a chunk fits memory; each chunk runs four optimisations through
 ``shells/search_run.py`` (the MTI search, whose inversion stage follows it; the inversions of
 the data images; the + and the - visualisation). A chunk writes its PNGs under
-``units/<slug>/`` and then its record ``search/chunk-<digest>.json``, atomically; a chunk whose
+``units/<slug>/`` (for a unit read at one position, each also cropped to the unit's effective
+receptive field, ``*_rf.png``, ``core/receptive_field.py``; the record states the field in px)
+and then its record ``search/chunk-<digest>.json``, atomically; a chunk whose
 record exists is skipped, so a killed run rerun continues with the next chunk. ``search.json``
 gathers the records, keyed by spec, with ``search_over_data`` (the end tension over the largest
 tension the data side measured for that unit, from ``data/<layer>.safetensors``).
@@ -25,9 +27,10 @@ import torch
 
 from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.errors import MTIConfigError
-from mti_lightning.core.features import build_readout
+from mti_lightning.core.features import build_readout, parse_feature
 from mti_lightning.core.io import save_png, write_json
 from mti_lightning.core.models import LoadedModel
+from mti_lightning.core.receptive_field import ReceptiveField, receptive_field
 from mti_lightning.journeys.census.layout import (
     SEARCH_JSON,
     layer_values,
@@ -51,6 +54,25 @@ IMAGE_FILES = {
     "data_plus": "data_plus.png",
     "data_minus": "data_minus.png",
 }
+
+
+def crop_name(name: str) -> str:
+    """The file of ``name``'s picture cropped to the unit's receptive field."""
+    return name.removesuffix(".png") + "_rf.png"
+
+
+def _fields(lm: LoadedModel, rows: list[dict[str, Any]]) -> list[ReceptiveField]:
+    """Each row's receptive field; one measurement per layer and position (the channel does
+    not change which pixels reach a position)."""
+    seen: dict[tuple[str, str], ReceptiveField] = {}
+    out = []
+    for r in rows:
+        spec = parse_feature(r["spec"])
+        key = (str(spec.ref), str(spec.position))
+        if key not in seen:
+            seen[key] = receptive_field(lm, spec)
+        out.append(seen[key])
+    return out
 
 
 @dataclass(frozen=True)
@@ -228,15 +250,21 @@ def run_chunk(
     if not run.trainer.is_global_zero:
         return None
     out: dict[str, dict[str, Any]] = {}
-    for k, r in enumerate(rows):
+    for k, (r, rf) in enumerate(zip(rows, _fields(lm, rows), strict=True)):
         folder = unit_dir(census_dir, r["spec"])
-        images = {}
+        images, crops = {}, {}
         for key, name in IMAGE_FILES.items():
             img = pictures[key][k]
-            if img is not None:
-                save_png(folder / name, img.clamp(0, 1))
-                images[key] = folder.relative_to(census_dir).joinpath(name).as_posix()
+            if img is None:
+                continue
+            save_png(folder / name, img.clamp(0, 1))
+            images[key] = folder.relative_to(census_dir).joinpath(name).as_posix()
+            if not rf.effective.whole:
+                save_png(folder / crop_name(name), rf.effective.crop(img).clamp(0, 1))
+                crops[key] = folder.relative_to(census_dir).joinpath(crop_name(name)).as_posix()
         out[r["spec"]] = {
+            "receptive_field": rf.as_dict(),
+            "crops": crops,
             "end_tension": float(end["tension"][k]),
             "end_e_plus": float(end["e_plus"][k]),
             "end_e_minus": float(end["e_minus"][k]),

@@ -99,7 +99,9 @@ def _scatter(census: Path, row: dict[str, Any], values: dict[str, Any] | None) -
     if not _fresh(target, census / "data" / f"{row['layer']}.safetensors"):
         v = {k: values[k][:, col] for k in ("e_plus", "e_minus", "activation")}
         title = f"{row['spec']}: {len(v['e_plus'])} images"
-        tension_scatter(target, v["e_plus"], v["e_minus"], v["activation"], title, row.get("act_hist"))
+        tension_scatter(
+            target, v["e_plus"], v["e_minus"], v["activation"], title, row.get("act_hist")
+        )
     return f"../{target.relative_to(census).as_posix()}"
 
 
@@ -145,6 +147,7 @@ def build_site(census_dir: Path, images: Path | None = None) -> Path:
         if row["layer"] not in values_of:
             values_of[row["layer"]] = layer_values(census, row["layer"])
         assets = {key: f"../{rel}" for key, rel in found.get("images", {}).items()}
+        assets |= {f"{key}_rf": f"../{rel}" for key, rel in found.get("crops", {}).items()}
         assets["scatter"] = _scatter(census, row, values_of[row["layer"]])
         assets["atlas"] = _atlas(census, row, found, atlases)
         if "mti" in found.get("images", {}):
@@ -156,7 +159,13 @@ def build_site(census_dir: Path, images: Path | None = None) -> Path:
         }
         circuit = circuits.get(spec) if isinstance(circuits, dict) else None
         html = unit_page(
-            row, found or None, assets, _tops(census, row, folder, found), circuit, links, len(rows),
+            row,
+            found or None,
+            assets,
+            _tops(census, row, folder, found),
+            circuit,
+            links,
+            len(rows),
             decompositions.get(spec) if isinstance(decompositions, dict) else None,
         )
         write_text(census / pages[spec], html)

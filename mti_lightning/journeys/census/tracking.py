@@ -31,7 +31,8 @@ DATA_COLUMNS = (
     "tension_p99", "ratio_mean", "frac_tense", "e_plus_mean", "e_minus_mean", "act_mean",
 )  # fmt: skip
 SEARCH_COLUMNS = ("end_tension", "end_ratio", "end_activation", "search_over_data")
-# image columns: search.json's image keys, then the site's scatter
+# image columns: search.json's image keys, the same cropped to the unit's effective receptive
+# field (``<key>_rf``, columns without a crop are dropped), then the site's scatter
 IMAGE_COLUMNS = ("viz_plus", "viz_minus", "mti", "mti_plus", "mti_minus", "data", "data_plus",
                  "data_minus")  # fmt: skip
 
@@ -42,15 +43,26 @@ def census_rows(census_dir: Path) -> tuple[list[dict[str, Any]], dict[str, list[
     census = Path(census_dir)
     units = read_units(census)
     search = read_optional(census, SEARCH_JSON).get("units", {})
-    rows, images = [], {k: [] for k in (*IMAGE_COLUMNS, "scatter")}
+    crop_columns = tuple(f"{k}_rf" for k in IMAGE_COLUMNS)
+    rows, images = [], {k: [] for k in (*IMAGE_COLUMNS, *crop_columns, "scatter")}
     for row in sorted(units["units"], key=lambda r: r["rank"]):
         found = search.get(row["spec"]) or {}
+        rf = found.get("receptive_field") or {}
         rows.append(
-            {k: row.get(k) for k in DATA_COLUMNS} | {k: found.get(k) for k in SEARCH_COLUMNS}
+            {k: row.get(k) for k in DATA_COLUMNS}
+            | {k: found.get(k) for k in SEARCH_COLUMNS}
+            | {
+                "rf_effective_px": rf.get("effective_px"),
+                "rf_theoretical_px": rf.get("theoretical_px"),
+            }
         )
         pictures = found.get("images", {})
-        for key in IMAGE_COLUMNS:
-            path = census / pictures[key] if key in pictures else None
+        crops = {f"{k}_rf": v for k, v in found.get("crops", {}).items()}
+        for key, named in [
+            *((k, pictures) for k in IMAGE_COLUMNS),
+            *((k, crops) for k in crop_columns),
+        ]:
+            path = census / named[key] if key in named else None
             images[key].append(str(path) if path and path.is_file() else None)
         scatter = census / "site" / unit_slug(row["spec"]) / "scatter.png"
         images["scatter"].append(str(scatter) if scatter.is_file() else None)

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from mti_lightning.core.config_schema import MTIConfig
+from mti_lightning.core.features import FeatureSpec
 from mti_lightning.core.models import LoadedModel
+from mti_lightning.core.receptive_field import ReceptiveField, receptive_field
 from mti_lightning.journeys.search.result import SearchResult
 from mti_lightning.journeys.search.summary import summary_rows
 from mti_lightning.journeys.search.tracking import run_facts, summary_values, track_search
@@ -49,12 +51,39 @@ def run_search_job(cfg: MTIConfig, run_dir: Path) -> dict[str, Any]:
     return result.record if result is not None else {}
 
 
+def field_columns(lm: LoadedModel, specs: list[FeatureSpec]) -> list[dict[str, Any]]:
+    """Each image's receptive-field columns (``rf_*``: the field in px and the effective box
+    the summary figure crops to); none for networks of input vectors or whole-canvas units."""
+    if len(lm.input_size) != 3:
+        return [{} for _ in specs]
+    seen: dict[tuple[str, str], ReceptiveField] = {}
+    out = []
+    for spec in specs:
+        key = (str(spec.ref), str(spec.position))
+        if key not in seen:
+            seen[key] = receptive_field(lm, spec)
+        rf = seen[key]
+        out.append(
+            {}
+            if rf.effective.whole
+            else {
+                "rf_effective_px": max(rf.effective.height, rf.effective.width),
+                "rf_theoretical_px": max(rf.theoretical.height, rf.theoretical.width),
+                "rf_effective": rf.effective.as_dict() | {"input": list(rf.effective.size)},
+            }
+        )
+    return out
+
+
 def _write_results(cfg: MTIConfig, run_dir: Path, run: SearchRun) -> SearchResult:
     prepared, trainer, inv = run.prepared, run.trainer, run.inversions
     search, cbs, kind = prepared.search, prepared.callbacks, prepared.kind.name
     start = search.measured.get("start", {})
     end = search.measured.get("end", {})
     rows = summary_rows(prepared.features, start, end, inv)
+    per_image = search.measure_readout.specs if search.measure_readout is not None else []
+    if len(per_image) == len(rows):
+        rows = [r | c for r, c in zip(rows, field_columns(prepared.lm, per_image), strict=True)]
     for cb in cbs.values():  # e.g. atlas_* columns: where each image lies on its atlas
         if isinstance(cb, SearchEndCallback) and cb.columns():
             rows = [r | c for r, c in zip(rows, cb.columns())]

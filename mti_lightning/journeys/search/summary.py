@@ -1,11 +1,14 @@
 """The summary of a search: a printed table and a figure grid (image, + inversion,
-- inversion, with the figures under each)."""
+- inversion, with the figures under each; for a unit read at one position, the same again
+cropped to its effective receptive field, the row's ``rf_effective`` box)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+
+from mti_lightning.core.receptive_field import Box
 
 
 def _f(v: float | None, width: int = 8) -> str:
@@ -65,6 +68,14 @@ def _caption(r: dict) -> str:
     return "\n".join(parts)
 
 
+def row_box(row: dict) -> Box | None:
+    """The row's effective receptive field as a box, or None (no ``rf_effective`` column)."""
+    b = row.get("rf_effective")
+    if not b:
+        return None
+    return Box(b["top"], b["left"], b["height"], b["width"], tuple(b["input"]))
+
+
 def figure_png(
     rows: list[dict],
     images: torch.Tensor,
@@ -77,7 +88,9 @@ def figure_png(
 
     from matplotlib.figure import Figure  # not pyplot: a notebook's backend is left alone
 
-    cols = 3 if inversions else 1
+    boxes = [row_box(r) for r in rows]
+    per = 3 if inversions else 1
+    cols = per * (2 if any(b is not None for b in boxes) else 1)
     n = len(rows)
     fig = Figure(figsize=(2.8 * cols, 3.9 * n))
     axes = fig.subplots(n, cols, squeeze=False)
@@ -86,6 +99,11 @@ def figure_png(
         if inversions:
             panels.append((inversions["plus"][k], f"+ inversion\nact {r['plus_activation']:.3f}"))
             panels.append((inversions["minus"][k], f"- inversion\nact {r['minus_activation']:.3f}"))
+        if boxes[k] is not None:
+            px = f"{r['rf_effective_px']} px of {r['rf_theoretical_px']}"
+            panels += [(boxes[k].crop(img), f"cropped: receptive field\n{px}") for img, _ in panels]
+        for ax in axes[k][len(panels) :]:
+            ax.axis("off")
         for j, (img, text) in enumerate(panels):
             ax = axes[k][j]
             ax.imshow(img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy())

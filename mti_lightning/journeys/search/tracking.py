@@ -33,6 +33,7 @@ from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.features import FeatureSpec
 from mti_lightning.core.layer_choice import relative_depth, survey
 from mti_lightning.core.models import LoadedModel
+from mti_lightning.journeys.search.summary import row_box
 from mti_lightning.shells.wandb_record import as_wandb, log_summary, log_table, track_outputs
 
 UNIT_KEYS = ("activation", "e_plus", "e_minus", "tension", "tension_ratio")
@@ -137,7 +138,11 @@ def track_search(
         return
     log_summary(wb, record["summary"], {"run": record["run"]})
     rows = [
-        {"index": k, "unit": u, **{c: v for c, v in r.items() if c != "image"}}
+        {
+            "index": k,
+            "unit": u,
+            **{c: v for c, v in r.items() if c not in ("image", "rf_effective")},
+        }
         for k, (u, r) in enumerate(zip(units, record["images"]))
     ]
     pictures: dict[str, list[Any]] = {"image": list(images)}
@@ -146,6 +151,12 @@ def track_search(
         pictures["minus_inversion"] = list(inversions["minus"])
     if alpha is not None:
         pictures["transparency"] = [torch.cat([img, a[None]]) for img, a in zip(images, alpha)]
+    boxes = [row_box(r) for r in record["images"]]
+    if any(b is not None for b in boxes):  # the same cropped to each unit's receptive field
+        for name in list(pictures):
+            pictures[f"{name}_rf"] = [
+                b.crop(img) if b is not None else None for b, img in zip(boxes, pictures[name])
+            ]
     log_table(wb, "results", rows, pictures)
     aggregates = {k: v for k, v in record["summary"].items() if k.startswith("summary/")}
     metadata = {**record["run"], **aggregates}
