@@ -1,6 +1,7 @@
 """The decomposition journey: a toy whose attributions are a known sum of k non-negative parts
 is recovered; bad input is one line before any work; a rerun skips every stage; the command and
-the API give the same record on CurveNet."""
+the API give the same record on CurveNet; the command under two-process DDP (gloo, CPU) gives
+the numbers of one process, and a one-process rerun of its run directory skips every stage."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import pytest
 import torch
 import torch.nn as nn
 from scipy.optimize import linear_sum_assignment
+from tolerances import assert_reordered
 from torch.utils.data import Dataset
 
 import mti_lightning as mti
+from mti_lightning.core.io import load_tensors
 from mti_lightning.core.models import LoadedModel, load_model
 
 COSINE_TOL = 0.99
@@ -137,14 +140,19 @@ CURVENET = ["decompose.curves_n=48", "decompose.k=2", "decompose.render_steps=2"
             "decompose.render_draws=1"]
 
 
-def test_command_and_api_give_the_same_record_on_curvenet(tmp_path):
+def run_mti(args: list[str], cwd: Path) -> str:
+    """The installed ``mti`` command, W&B offline; it must succeed. Returns its output."""
     mti_cmd = str(Path(sys.executable).parent / "mti")
     env = {"WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore",
            "PATH": str(Path(sys.executable).parent)}
-    args = ["experiment=decompose", *CURVENET, "logger=wandb", "hydra.run.dir=cli"]
-    out = subprocess.run([mti_cmd, *args], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run([mti_cmd, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout + out.stderr
+
+
+def test_command_and_api_give_the_same_record_on_curvenet(tmp_path):
+    run_mti(["experiment=decompose", *CURVENET, "logger=wandb", "hydra.run.dir=cli"], tmp_path)
     cli = json.loads((tmp_path / "cli" / "decompose" / "components.json").read_text())
     api = mti.decompose("curvenet", "bn2:19@center", k=2, curves_n=48, render_steps=2,
                         render_draws=1, logger=None, run_dir=tmp_path / "api").record
@@ -156,3 +164,35 @@ def test_command_and_api_give_the_same_record_on_curvenet(tmp_path):
         assert a["render_cosine"] == pytest.approx(b["render_cosine"], abs=1e-4)
     assert (tmp_path / "cli" / "decompose" / "components.png").stat().st_size > 5_000
     assert list((tmp_path / "cli" / "wandb").glob("offline-run-*/files/media/table/decompose_*"))
+
+
+@pytest.mark.slow
+def test_ddp_gives_the_numbers_of_one_process_and_resumes(tmp_path):
+    """``mti experiment=decompose`` over two processes (gloo, CPU; the data pass's shards split
+    between them, NMF and rendering on rank 0) against one process: the same top images and
+    channels, and shares, explained fractions, channel weights and render cosines equal up to
+    the reordered fp32 sums of a sharded pass (``REORDERED``: on one CPU they are bit-equal, the
+    per-image arithmetic being the same). A one-process rerun of the DDP run directory skips
+    every stage and returns its rows."""
+    shards = "decompose.shard_size=16"  # 48 images: three shards over the two processes
+    log = run_mti(["experiment=decompose", *CURVENET, shards, "logger=csv", "hydra.run.dir=two",
+                   "trainer.devices=2", "trainer.strategy=ddp"], tmp_path)
+    assert "distributed_backend=gloo" in log and "MEMBER: 2/2" in log
+    args = {"k": 2, "curves_n": 48, "shard_size": 16, "render_steps": 2, "render_draws": 1,
+            "logger": None}
+    one = mti.decompose("curvenet", "bn2:19@center", run_dir=tmp_path / "one", **args)
+    two = json.loads((tmp_path / "two" / "decompose" / "components.json").read_text())
+    assert two["n_images"] == one.record["n_images"] == 48
+    assert len(two["components"]) == len(one.rows) == 4
+    for a, b in zip(two["components"], one.rows):
+        assert (a["part"], a["component"]) == (b["part"], b["component"])
+        assert a["top_images"] == b["top_images"] and a["top_channels"] == b["top_channels"]
+    for key in ("share", "explained", "render_cosine"):
+        assert_reordered([a[key] for a in two["components"]], [b[key] for b in one.rows],
+                         msg=key)
+    factors = load_tensors(tmp_path / "two" / "decompose" / "nmf" / "nmf.safetensors")
+    for name, value in one.factors.items():
+        assert_reordered(factors[name], value, msg=name)
+    again = mti.decompose("curvenet", "bn2:19@center", run_dir=tmp_path / "two", **args)
+    assert all(s["skipped"] for s in again.record["stages"].values())
+    assert again.rows == two["components"]
