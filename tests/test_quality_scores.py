@@ -152,7 +152,9 @@ def test_attribution_of_a_linear_unit_is_input_times_weight_and_its_tension_the_
         assert (e_plus.item(), e_minus.item()) == pytest.approx((1.0, 0.25))
         assert tension_scores.tension(maps).item() == pytest.approx(0.25)
     # the mean spreads d f / d a over the 16 positions
-    _, maps = tension_scores.attribution(model, _identity, Unit("second", 0, "mean"), "first", image)
+    _, maps = tension_scores.attribution(
+        model, _identity, Unit("second", 0, "mean"), "first", image
+    )
     assert tension_scores.tension(maps).item() == pytest.approx(0.25)
 
 
