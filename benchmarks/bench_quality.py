@@ -11,7 +11,7 @@ seconds per step per unit. lucent is optional: without it (``--quick`` on a bare
 its column is skipped with a note. faccent has no plain feature-visualisation objective on
 these targets in the form its benchmark drives it, so it is not a column here.
 
-    python -m benchmarks.bench_quality --device cpu [--quick] [--models M ...] [--out DIR]
+    python -m benchmarks.bench_quality --device cpu [--quick] [--models M ...] [--out DIR] [--images]
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ def _options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--extra", nargs="*", default=[], help="mti overrides added to our searches (a setting)"
+    )
+    parser.add_argument(
+        "--images", action="store_true", help="save final images as OUT/quality/METHOD/UNIT.png"
     )
 
 
@@ -162,6 +165,7 @@ def main() -> None:
         args.units, args.steps, args.canvas, args.draws = 4, 6, 64, 2
         args.data = "photos:n=64,seed=0"
     import mti_lightning as mti
+    from mti_lightning.core.io import save_png
     from mti_lightning.world.photos import photo_crops
 
     has_lucent = importlib.util.find_spec("lucent") is not None
@@ -202,6 +206,9 @@ def main() -> None:
                 else:
                     images, s_step = ours(method, model, group, args)
                 for u, image in zip(group, images):
+                    if args.images:
+                        name = f"{u.layer}_{u.channel}_{u.kind}.png"
+                        save_png(args.out / "quality" / method / name, image)
                     row = scores(loaded.model, loaded.normalize, u, image, best[u])
                     per_method[method].append({"unit": u.target, **row, "s_per_step_unit": s_step})
         for method, rows in per_method.items():

@@ -48,7 +48,12 @@ def unit_values(
             model(normalize(images))
     finally:
         handle.remove()
-    channel = captured[0][:, unit.channel]
+    return read_unit(captured[0], unit)
+
+
+def read_unit(out: torch.Tensor, unit: Unit) -> torch.Tensor:
+    """The unit's value per image from its layer's output ``(B, C, H, W)``."""
+    channel = out[:, unit.channel]
     if unit.kind == "mean":
         return channel.mean(dim=(1, 2))
     h, w = channel.shape[-2:]

@@ -116,3 +116,70 @@ def test_the_fitted_spectral_decay_of_power_law_noise_is_its_exponent():
     phase = (torch.rand(8, 64, 33, generator=torch.Generator().manual_seed(0)) * 2 - 1) * math.pi
     noise = torch.fft.irfft2(mag * torch.exp(1j * phase), s=(64, 64), norm="ortho")
     assert magnitude_decay(noise[:, None].expand(8, 3, 64, 64)) == pytest.approx(1.5, abs=0.1)
+
+
+tension_scores = _load("tension_scores")
+
+
+class _TwoConvs(nn.Module):
+    """A 1x1 convolution from 2 channels to 1 after an identity ``first``: the attribution of
+    ``second`` at its input is ``pixel channel c * weight[c]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Identity()
+        self.second = nn.Conv2d(2, 1, 1, bias=False)
+        with torch.no_grad():
+            self.second.weight.copy_(torch.tensor([2.0, -1.0])[None, :, None, None])
+        self.second.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(self.first(x[:, :2]))
+
+
+def test_attribution_of_a_linear_unit_is_input_times_weight_and_its_tension_the_smaller_sum():
+    model = _TwoConvs()
+    image = torch.zeros(1, 3, 4, 4)
+    image[0, 0], image[0, 1] = 0.5, 0.25  # centre: +1 (excites), -0.25 (inhibits)
+    unit = Unit("second", 0, "center")
+    for layer in ("second:in", "first"):
+        values, maps = tension_scores.attribution(model, _identity, unit, layer, image)
+        assert values.item() == pytest.approx(0.75)
+        expected = torch.zeros(1, 2, 4, 4)
+        expected[0, 0, 2, 2], expected[0, 1, 2, 2] = 1.0, -0.25
+        assert torch.allclose(maps, expected)
+        e_plus, e_minus = tension_scores.energies(maps)
+        assert (e_plus.item(), e_minus.item()) == pytest.approx((1.0, 0.25))
+        assert tension_scores.tension(maps).item() == pytest.approx(0.25)
+    # the mean spreads d f / d a over the 16 positions
+    _, maps = tension_scores.attribution(
+        model, _identity, Unit("second", 0, "mean"), "first", image
+    )
+    assert tension_scores.tension(maps).item() == pytest.approx(0.25)
+
+
+def test_cosine_of_a_map_with_itself_its_negative_and_an_orthogonal_map():
+    a = torch.tensor([[1.0, 0.0], [2.0, 0.0]])
+    cosine = tension_scores.cosine
+    assert cosine(a, 3 * a) == pytest.approx(1.0)
+    assert cosine(a, -a) == pytest.approx(-1.0)
+    assert cosine(a, torch.tensor([[0.0, 1.0], [0.0, 5.0]])) == pytest.approx(0.0)
+    assert cosine(a, torch.zeros(2, 2)) == 0.0
+
+
+def test_inversions_that_keep_only_their_part_raise_lower_and_match_it():
+    model = _TwoConvs()
+    unit = Unit("second", 0, "center")
+    image = torch.full((3, 4, 4), 0.5)  # grey: 2 * 0.5 - 0.5 = 0.5 at every position
+    plus, minus = image.clone(), image.clone()
+    plus[1] = 0.0  # only the excitatory channel left: 1.0 > 0.5
+    minus[0] = 0.0  # only the inhibitory one: -0.5 < 0.5
+    s = tension_scores.inversion_scores(model, _identity, unit, "second:in", image, plus, minus)
+    assert s["grey"] == pytest.approx(0.5)
+    assert (s["plus_value"], s["minus_value"]) == pytest.approx((1.0, -0.5))
+    assert s["plus_raises"] and s["minus_lowers"]
+    assert s["cos_plus"] == pytest.approx(1.0) and s["cos_minus"] == pytest.approx(1.0)
+    # swapped, each inversion holds the other part: wrong sign, orthogonal maps
+    s = tension_scores.inversion_scores(model, _identity, unit, "second:in", image, minus, plus)
+    assert not s["plus_raises"] and not s["minus_lowers"]
+    assert s["cos_plus"] == pytest.approx(0.0) and s["cos_minus"] == pytest.approx(0.0)
