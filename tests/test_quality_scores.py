@@ -18,13 +18,14 @@ if not BENCHMARKS.is_dir():
 
 
 def _load(name: str) -> ModuleType:
-    """A module of benchmarks/ loaded from its file: benchmarks/ is beside the tests, not in
-    the installed package, and the checkout on sys.path would shadow the installed one."""
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    """``benchmarks.<name>``: benchmarks/ is beside the tests, not in the installed package,
+    and the checkout on sys.path would shadow the installed one, so the package is registered
+    by its folder alone (its modules import each other as ``benchmarks.*``)."""
+    if "benchmarks" not in sys.modules:
+        package = ModuleType("benchmarks")
+        package.__path__ = [str(BENCHMARKS)]  # a namespace package: the folder has no __init__
+        sys.modules["benchmarks"] = package
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 quality_scores = _load("quality_scores")
