@@ -57,7 +57,8 @@ def test_a_rerun_continues_after_the_finished_chunks(search_runs) -> None:
     done = [p for p in first if p.parent.name == "search" and p.name.startswith("chunk-")]
     kept = [p for p in first if p.parent.parent.name == "units"] + done
     assert len(done) == len(chunks(chosen_rows(units, 2), 2))
-    assert len(kept) == len(done) + 2 * 8  # the chunks' records, 8 images of each of 2 units
+    # the chunks' records, and 8 images of each of 2 units, each also cropped to its receptive field
+    assert len(kept) == len(done) + 2 * 8 * 2
     assert all(p.stat().st_mtime_ns == first[p] for p in kept)
     second = {tuple(r["spec"] for r in rows) for _, rows in chunks(chosen_rows(units, 4), 2)}
     firsts = {tuple(r["spec"] for r in rows) for _, rows in chunks(chosen_rows(units, 2), 2)}
