@@ -36,6 +36,24 @@ def wheel(tmp_path_factory) -> Path:
     return path
 
 
+def _where_and_model(path: Path, cwd: Path, prelude: str = "") -> tuple[list[str], str]:
+    """In a fresh interpreter with ``path`` on ``PYTHONPATH``: the files of ``mti_lightning``
+    and ``mti_lightning.conf`` it imports, and the model ``model=vit_tiny`` composes."""
+    code = (
+        prelude + "import mti_lightning, mti_lightning.conf as c\n"
+        "from mti_lightning.face.api_config import _model_group, compose\n"
+        "print(mti_lightning.__file__, c.__file__)\n"
+        "print(_model_group('vit_tiny'), compose(['model=vit_tiny'])['model']['name'])\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(path))
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    where, found = out.stdout.splitlines()[-2:]
+    return where.split(), found
+
+
 def test_the_wheel_holds_every_config_under_mti_lightning_conf(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for path in (ROOT / "conf").rglob("*.yaml"):
@@ -68,19 +86,8 @@ def test_the_wheel_install_finds_the_model_group(wheel, tmp_path):
         capture_output=True,
         timeout=300,
     )
-    code = (
-        "import mti_lightning, mti_lightning.conf as c\n"
-        "from mti_lightning.face.api_config import _model_group, compose\n"
-        "print(mti_lightning.__file__, c.__file__)\n"
-        "print(_model_group('vit_tiny'), compose(['model=vit_tiny'])['model']['name'])\n"
-    )
-    env = dict(os.environ, PYTHONPATH=str(site))
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    where, found = out.stdout.splitlines()[-2:]
-    assert where.split() == [
+    where, found = _where_and_model(site, tmp_path)
+    assert where == [
         str(site / "mti_lightning" / "__init__.py"),
         str(site / "mti_lightning" / "conf" / "__init__.py"),
     ]
@@ -95,22 +102,13 @@ def test_a_checkout_run_without_an_install_finds_its_configs(tmp_path):
     junk = shutil.ignore_patterns("__pycache__", "*.egg-info")
     for name in ("conf", "mti_lightning"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=junk)
-    code = (
+    unmapped = (
         "import sys\n"
         "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in f.__module__]\n"
-        "import mti_lightning, mti_lightning.conf as c\n"
-        "from mti_lightning.face.api_config import compose\n"
-        "print(mti_lightning.__file__, c.__file__)\n"
-        "print(compose(['model=vit_tiny'])['model']['name'])\n"
     )
-    env = dict(os.environ, PYTHONPATH=str(tmp_path))
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    where, found = out.stdout.splitlines()[-2:]
-    assert where.split() == [
+    where, found = _where_and_model(tmp_path, tmp_path, unmapped)
+    assert where == [
         str(tmp_path / "mti_lightning" / "__init__.py"),
         str(tmp_path / "conf" / "__init__.py"),
     ]
-    assert found == "vit_tiny_patch16_224"
+    assert found == "['model=vit_tiny'] vit_tiny_patch16_224"

@@ -13,6 +13,7 @@ without a spatial grid) sees the whole canvas: both boxes are the canvas.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -113,3 +114,14 @@ def receptive_field(
     (t0, tn), (e0, en) = _span(grad.sum(1))
     (l0, ln), (f0, fn) = _span(grad.sum(0))
     return ReceptiveField(Box(t0, l0, tn, ln, (h, w)), Box(e0, f0, en, fn, (h, w)))
+
+
+def receptive_fields(lm: LoadedModel, specs: Sequence[FeatureSpec]) -> list[ReceptiveField]:
+    """Each spec's receptive field, measured once per layer and position (the channel does
+    not change which pixels reach a position)."""
+    seen: dict[tuple[str, str], ReceptiveField] = {}
+    for spec in specs:
+        key = (str(spec.ref), str(spec.position))
+        if key not in seen:
+            seen[key] = receptive_field(lm, spec)
+    return [seen[(str(s.ref), str(s.position))] for s in specs]

@@ -30,7 +30,7 @@ from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import build_readout, parse_feature
 from mti_lightning.core.io import save_png, write_json
 from mti_lightning.core.models import LoadedModel
-from mti_lightning.core.receptive_field import ReceptiveField, receptive_field
+from mti_lightning.core.receptive_field import receptive_fields
 from mti_lightning.journeys.census.layout import (
     SEARCH_JSON,
     layer_values,
@@ -59,20 +59,6 @@ IMAGE_FILES = {
 def crop_name(name: str) -> str:
     """The file of ``name``'s picture cropped to the unit's receptive field."""
     return name.removesuffix(".png") + "_rf.png"
-
-
-def _fields(lm: LoadedModel, rows: list[dict[str, Any]]) -> list[ReceptiveField]:
-    """Each row's receptive field; one measurement per layer and position (the channel does
-    not change which pixels reach a position)."""
-    seen: dict[tuple[str, str], ReceptiveField] = {}
-    out = []
-    for r in rows:
-        spec = parse_feature(r["spec"])
-        key = (str(spec.ref), str(spec.position))
-        if key not in seen:
-            seen[key] = receptive_field(lm, spec)
-        out.append(seen[key])
-    return out
 
 
 @dataclass(frozen=True)
@@ -250,7 +236,9 @@ def run_chunk(
     if not run.trainer.is_global_zero:
         return None
     out: dict[str, dict[str, Any]] = {}
-    for k, (r, rf) in enumerate(zip(rows, _fields(lm, rows), strict=True)):
+    for k, (r, rf) in enumerate(
+        zip(rows, receptive_fields(lm, [parse_feature(r["spec"]) for r in rows]), strict=True)
+    ):
         folder = unit_dir(census_dir, r["spec"])
         images, crops = {}, {}
         for key, name in IMAGE_FILES.items():

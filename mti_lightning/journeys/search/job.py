@@ -13,7 +13,7 @@ from typing import Any
 from mti_lightning.core.config_schema import MTIConfig
 from mti_lightning.core.features import FeatureSpec
 from mti_lightning.core.models import LoadedModel
-from mti_lightning.core.receptive_field import ReceptiveField, receptive_field
+from mti_lightning.core.receptive_field import receptive_fields
 from mti_lightning.journeys.search.result import SearchResult
 from mti_lightning.journeys.search.summary import summary_rows
 from mti_lightning.journeys.search.tracking import run_facts, summary_values, track_search
@@ -56,13 +56,8 @@ def field_columns(lm: LoadedModel, specs: list[FeatureSpec]) -> list[dict[str, A
     the summary figure crops to); none for networks of input vectors or whole-canvas units."""
     if len(lm.input_size) != 3:
         return [{} for _ in specs]
-    seen: dict[tuple[str, str], ReceptiveField] = {}
     out = []
-    for spec in specs:
-        key = (str(spec.ref), str(spec.position))
-        if key not in seen:
-            seen[key] = receptive_field(lm, spec)
-        rf = seen[key]
+    for rf in receptive_fields(lm, specs):
         out.append(
             {}
             if rf.effective.whole
