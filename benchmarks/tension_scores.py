@@ -5,7 +5,10 @@ plain autograd through forward hooks, never the engine's attribution, readouts o
 The attribution of unit ``f`` at layer ``L`` is ``A = act_L * d f / d act_L``; its tension is
 ``min(sum relu(A), sum relu(-A))``. An inversion is scored by the unit's value on it against
 its value on a grey image (+ should raise it, - lower it) and by the cosine of its own
-attribution map with the part it inverts (``relu(A)`` for +, ``-relu(-A)`` for -).
+attribution map with the part it inverts (``relu(A)`` for +, ``-relu(-A)`` for -): over the
+whole ``(C, H, W)`` map (``cos_*``) and over the spatial map, the sum over channels a heatmap
+shows (``spatial_cos_*``). Beside them, ``source_cos_*``: the same cosines of the source
+image's own ``A`` with its parts, what an "inversion" that returned the image would score.
 """
 
 from __future__ import annotations
@@ -70,6 +73,12 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(a @ b) / norm if norm > 0 else 0.0
 
 
+def spatial(maps: torch.Tensor) -> torch.Tensor:
+    """The spatial heatmap of attribution maps ``(..., C, H, W)``: their sum over channels
+    (maps of another shape, a token layer's, are returned as they are)."""
+    return maps.sum(-3) if maps.dim() >= 3 else maps
+
+
 def inversion_scores(
     model: nn.Module,
     normalize: Normalize,
@@ -86,6 +95,7 @@ def inversion_scores(
     grey_value = float(unit_values(model, normalize, unit, grey[None])[0])
     _, maps = attribution(model, normalize, unit, layer, torch.stack([image, plus, minus]))
     target, got_plus, got_minus = maps
+    parts = (target.clamp_min(0), -(-target).clamp_min(0))
     value_plus, value_minus = unit_values(model, normalize, unit, torch.stack([plus, minus]))
     return {
         "grey": grey_value,
@@ -93,6 +103,10 @@ def inversion_scores(
         "minus_value": float(value_minus),
         "plus_raises": float(value_plus) > grey_value,
         "minus_lowers": float(value_minus) < grey_value,
-        "cos_plus": cosine(got_plus, target.clamp_min(0)),
-        "cos_minus": cosine(got_minus, -(-target).clamp_min(0)),
+        "cos_plus": cosine(got_plus, parts[0]),
+        "cos_minus": cosine(got_minus, parts[1]),
+        "spatial_cos_plus": cosine(spatial(got_plus), spatial(parts[0])),
+        "spatial_cos_minus": cosine(spatial(got_minus), spatial(parts[1])),
+        "source_cos_plus": cosine(target, parts[0]),
+        "source_cos_minus": cosine(target, parts[1]),
     }

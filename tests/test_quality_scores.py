@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -180,7 +181,80 @@ def test_inversions_that_keep_only_their_part_raise_lower_and_match_it():
     assert (s["plus_value"], s["minus_value"]) == pytest.approx((1.0, -0.5))
     assert s["plus_raises"] and s["minus_lowers"]
     assert s["cos_plus"] == pytest.approx(1.0) and s["cos_minus"] == pytest.approx(1.0)
-    # swapped, each inversion holds the other part: wrong sign, orthogonal maps
+    assert (s["spatial_cos_plus"], s["spatial_cos_minus"]) == pytest.approx((1.0, 1.0))
+    # the source's own A at the centre is (1, -0.5): its cosine with (1, 0) and with (0, -0.5)
+    assert s["source_cos_plus"] == pytest.approx(1 / math.sqrt(1.25))
+    assert s["source_cos_minus"] == pytest.approx(0.5 / math.sqrt(1.25))
+    # swapped, each inversion holds the other part: wrong sign, orthogonal maps, and on the
+    # heatmap (the sum over channels) the opposite sign
     s = tension_scores.inversion_scores(model, _identity, unit, "second:in", image, minus, plus)
     assert not s["plus_raises"] and not s["minus_lowers"]
     assert s["cos_plus"] == pytest.approx(0.0) and s["cos_minus"] == pytest.approx(0.0)
+    assert (s["spatial_cos_plus"], s["spatial_cos_minus"]) == pytest.approx((-1.0, -1.0))
+
+
+quality_report = _load("quality_report")
+
+
+def _mti_run(setting: str, overrides: list[str], rate: float, extra: dict) -> dict:
+    row = {
+        "setting": setting,
+        "units": 18,
+        "over_data_ge_1": rate,
+        "over_data_median": 1.1,
+        "signs_ok": 0.5,
+        "plus_raises": 0.75,
+        "minus_lowers": 0.75,
+        "cos_plus_median": 0.12,
+        "cos_minus_median": 0.09,
+        "cos_ge_08": 0.0,
+        "cpu_s_per_unit": 35.0,
+        "per_unit": [],
+        **extra,
+    }
+    return {
+        "machine": {"date": "2026-12-07T05:29:04+00:00"},
+        "settings": {"draws": 2, "settings": {setting: overrides}},
+        "rows": [row],
+    }
+
+
+def test_the_report_puts_the_runs_before_the_change_first_and_says_each_miss(tmp_path):
+    before = _mti_run("before", ["search.inversions.match=relu_attribution"], 0.83, {})
+    after = _mti_run(
+        "default",
+        [],
+        0.9,
+        {
+            "spatial_cos_plus_median": 0.81,
+            "spatial_cos_minus_median": 0.7,
+            "spatial_cos_ge_08": 0.5,
+            "source_cos_plus_median": 0.72,
+            "source_cos_minus_median": 0.69,
+            "robust_over_data_ge_1": 0.95,
+        },
+    )
+    (tmp_path / "quality_mti_before.json").write_text(json.dumps(before))
+    (tmp_path / "quality_mti.json").write_text(json.dumps(after))
+    rows = quality_report.mti_rows(tmp_path)
+    assert [r["setting"] for r in rows] == ["before", "default"]
+    old, new = quality_report.rates_table(rows)[2:]
+    assert "`search.inversions.match=relu_attribution`" in old and "| 1.10 | n/a | 50% |" in old
+    assert "| n/a | n/a | n/a |" in old
+    assert "(schema defaults)" in new and "| 0.81, 0.70 | 50% | 0.72, 0.69 |" in new
+    assert "| 1.10 | 95% | 50% |" in new
+    lines = quality_report.misses(rows)
+    assert "- `before`: MTI tension >= tensest crop's: 83% (target 90%): missed by 7 points." in lines
+    assert "- `default`: MTI tension >= tensest crop's: 90% (target 90%): met." in lines
+    why = quality_report.reasons(rows)
+    assert len(why) == 1 and "median cosine of 0.72 (+) and 0.69 (-)" in why[0]  # signs all right
+    assert "0.81 and 0.70 on the spatial heatmap" in why[0] and "50% of them" in why[0]
+    # with a run without transforms beside it, why the defaults keep them
+    exact = _mti_run("no_transforms", ["transform.jitter=0"], 1.0, {"robust_over_data_ge_1": 0.5})
+    wrong = {"unit": "blocks.2:16@mean", "grey": -15.0, "plus_value": 7.0, "minus_value": -3.2}
+    rows[1]["per_unit"] = [{**wrong, "plus_raises": True, "minus_lowers": False}]
+    why = quality_report.reasons([*rows, exact["rows"][0]])
+    assert "1 of 18 units have an inversion on the wrong side of grey" in why[1]
+    assert "(blocks.2:16@mean: grey -15, + 7, - -3.2)" in why[1]
+    assert "(`no_transforms`) 100% of the searches" in why[2] and "only 50% do" in why[2]
+    assert "against 95% at the defaults" in why[2] and "on 2 of 18 units" in why[2]

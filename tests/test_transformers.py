@@ -68,11 +68,11 @@ def test_invert_on_a_vit_matches_the_positive_and_negative_parts(tmp_path) -> No
     lm = mti.load_model("test_vit", input_size=(3, 64, 64))
     target, layer = "blocks.3:2@cls", "blocks.3:in"
     image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    options = {**TINY, "steps": 30, "lr": 0.1}
+    options = {**TINY, "steps": 60, "lr": 0.1}
     result = mti.invert(lm, image, target, layer=layer, run_dir=tmp_path, **options)
     assert result.images.shape == (2, 3, 64, 64)
     readout = build_readout(lm.model, lm.input_size, [parse_feature(target)])
-    t = inversion_targets(lm, image, readout, layer)  # rows: relu(A), relu(-A) on the grid
+    t = inversion_targets(lm, image, readout, layer)  # rows: a where A > 0, a where A < 0
     noise = make_parameterization("fourier", 2, (64, 64), seed=0)().detach()
     before = _match(lm, layer, noise, t.targets)
     after = _match(lm, layer, result.images, t.targets)

@@ -93,11 +93,13 @@ def attribution_from(
 
 @dataclass
 class Attribution:
-    """Attribution of a batch of images: activations, maps and energies per layer."""
+    """Attribution of a batch of images: the feature's values (``activation``), and per layer
+    the maps, their energies and the layer's own activations (``layer_acts``)."""
 
     activation: torch.Tensor
     maps: dict[str, torch.Tensor]
     energies: dict[str, Energies] = field(default_factory=dict)
+    layer_acts: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def attribute(
@@ -124,6 +126,7 @@ def attribute(
         activation=values.detach(),
         maps=maps,
         energies={k: energies(v) for k, v in maps.items()},
+        layer_acts={k: acts[k].detach() for k in layers},
     )
 
 

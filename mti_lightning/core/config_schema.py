@@ -15,6 +15,7 @@ from typing import Any
 MISSING = "???"  # OmegaConf's mark of a value the user must give
 
 SEARCH_KINDS = ("mti", "visualize", "visualize_neg", "invert", "accentuate")
+INVERSION_MATCHES = ("signed_attribution", "relu_attribution")  # what inversions match
 # what the trainer supports (shells/trainer.py checks the device can run it)
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64")
@@ -55,6 +56,8 @@ class InversionsSchema:
     lr: float = _rule(0.05, low=0, above=True)
     draws: int = _rule(8, low=1)
     power: float = _rule(2.0, low=0)
+    # the layer's target (core/inversion.py): relu(+-A) with the activation's sign, or without
+    match: str = _rule("signed_attribution", choices=INVERSION_MATCHES)
 
 
 @dataclass
@@ -77,6 +80,7 @@ class SearchSchema:
     l2_weight: float = _rule(10.0, low=0)  # accentuate: pull towards the seed image
     redirect_relu_steps: int = _rule(0, low=0)
     power: float = _rule(2.0, low=0)
+    match: str = _rule("signed_attribution", choices=INVERSION_MATCHES)  # invert: inversions.match
     inversions: InversionsSchema = field(default_factory=InversionsSchema)
 
 

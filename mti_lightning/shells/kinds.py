@@ -68,7 +68,7 @@ def _accentuate(s: SearchSchema, lm: LoadedModel, readout: Readout, seeds: Any) 
 def _invert(
     s: SearchSchema, lm: LoadedModel, readout: Readout, seeds: torch.Tensor
 ) -> Objective:
-    return inversion_objective(lm, seeds, readout, s.attribution_layer, s.power)
+    return inversion_objective(lm, seeds, readout, s.attribution_layer, s.power, match=s.match)
 
 
 KINDS: dict[str, SearchKind] = {

@@ -260,7 +260,7 @@ def prepare(
 
 def inversion_settings(cfg: MTIConfig, layer: str) -> SearchSchema:
     """The search settings of the inversion stage: ``search.kind=invert`` at the search's
-    attribution layer with ``search.inversions``' steps, lr, draws and power."""
+    attribution layer with ``search.inversions``' steps, lr, draws, power and match."""
     inv = cfg.search.inversions
     return replace(
         cfg.search,
@@ -270,6 +270,7 @@ def inversion_settings(cfg: MTIConfig, layer: str) -> SearchSchema:
         lr=inv.lr,
         draws=inv.draws,
         power=inv.power,
+        match=inv.match,
     )
 
 
@@ -290,7 +291,9 @@ def invert_images(
     seeds = images.detach().float().cpu()
     size = tuple(seeds.shape[2:])
     search = build_search(cfg, kind, s, prepared.lm, prepared.readout, seeds, size)
-    targets = inversion_targets(prepared.lm, seeds, prepared.readout, s.attribution_layer)
+    targets = inversion_targets(
+        prepared.lm, seeds, prepared.readout, s.attribution_layer, match=s.match
+    )
     guard = NonFiniteGuard(cfg.callbacks.check_every)
     stage_dir = Path(run_dir) / "stages" / "inversions"
     resume = cfg.checkpoint.resume

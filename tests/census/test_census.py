@@ -18,6 +18,8 @@ from torch import nn
 import mti_lightning as mti
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.io import load_tensors, read_image
+from mti_lightning.face.api_config import compose_config
+from mti_lightning.journeys.census.search_side import trade_line
 from mti_lightning.journeys.census.tracking import census_rows
 from mti_lightning.shells.unit_pass import UnitsReduce
 from mti_lightning.world.curve_dataset import write_image_folder
@@ -154,13 +156,19 @@ def test_cli_and_api_give_the_same_units_json(one, curves, tmp_path):
     assert cli == api
 
 
-def test_a_census_runs_its_search_side_and_builds_its_site(curves, tmp_path):
+def test_a_census_runs_its_search_side_and_builds_its_site(curves, tmp_path, capsys):
     tiny = {"search.steps": 3, "search.draws": 1, "search.inversions.steps": 2,
             "search.inversions.draws": 1}
     result = mti.census(
         "curvenet", ["bn2"], str(curves), run_dir=tmp_path, units=2, shard_size=8, batch_size=8,
         top_k=2, logger=None, **tiny,
     )
+    # settings below the defaults are said once, at the start, with what they trade
+    said = [line for line in capsys.readouterr().out.splitlines() if "below the defaults" in line]
+    assert said == ["census search: 3 steps x 1 draws, inversions 2 x 1: below the defaults "
+                    "(150 x 8, 100 x 8), whose rates of searches above the tensest data image "
+                    "and of inversions of the right sign docs/quality.md measures; this run "
+                    "trades them for time"]
     census = tmp_path / "census"
     found = json.loads((census / "search.json").read_text())["units"]
     assert sorted(found) == sorted(r["spec"] for r in result.rows)
@@ -188,6 +196,12 @@ def test_a_census_runs_its_search_side_and_builds_its_site(curves, tmp_path):
     assert all(Path(p).name == "mti_rf.png" for p in columns["mti_rf"] if p is not None)
     assert sum(p is not None for p in columns["mti_rf"]) == 2
     assert all(r["spec"] in index for r in result.rows)
+
+
+def test_a_search_side_at_or_above_the_defaults_trades_nothing():
+    assert trade_line(compose_config([])) is None
+    assert trade_line(compose_config(["search.steps=300", "search.inversions.draws=16"])) is None
+    assert "40 steps x 8 draws" in trade_line(compose_config(["search.steps=40"]))
 
 
 def test_a_circuit_run_goes_on_its_units_page(curves, tmp_path):

@@ -150,10 +150,14 @@ def test_attribution_on_the_grid_equals_captums_on_the_token_tensor() -> None:
 def test_inversion_targets_are_the_patch_grid_with_the_class_tokens_share_beside(vit) -> None:
     readout = build_readout(vit.model, vit.input_size, [parse_feature("blocks.3:2@cls")])
     x = torch.rand(1, *vit.input_size)
-    t = inversion_targets(vit, x, readout, "blocks.3:in")
-    raw = attribute(vit, x, readout, ["blocks.3:in"]).maps["blocks.3:in"]
+    t = inversion_targets(vit, x, readout, "blocks.3:in", match="relu_attribution")
+    found = attribute(vit, x, readout, ["blocks.3:in"])
+    raw = found.maps["blocks.3:in"]
     assert t.targets.shape == (2, 64, 10, 10) and (t.targets >= 0).all()
     torch.testing.assert_close(t.targets[0] - t.targets[1], t.view.to_grid(raw)[0])
+    signed = inversion_targets(vit, x, readout, "blocks.3:in").targets  # the default
+    sign = t.view.to_grid(found.layer_acts["blocks.3:in"]).sign()[0]
+    torch.testing.assert_close(signed[0] - signed[1], sign * t.view.to_grid(raw)[0])
     cls = raw[0, 0]
     torch.testing.assert_close(t.aside["prefix_e_plus"], cls.clamp_min(0).sum().view(1))
     torch.testing.assert_close(t.aside["prefix_e_minus"], (-cls).clamp_min(0).sum().view(1))

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from mti_lightning.core.config_schema import MTIConfig
+from mti_lightning.core.config_schema import MTIConfig, SearchSchema
 from mti_lightning.core.errors import MTIConfigError
 from mti_lightning.core.features import build_readout, parse_feature
 from mti_lightning.core.io import save_png, write_json
@@ -143,6 +143,23 @@ def chunk_config(cfg: MTIConfig, lm: LoadedModel, specs: list[str], attr_layer: 
         ),
         checkpoint=replace(cfg.checkpoint, every_n_steps=0, resume=False),
     )
+
+
+def trade_line(cfg: MTIConfig) -> str | None:
+    """One line saying what a search side cheaper than the defaults trades (None at or above
+    them): the steps and draws it runs against the defaults, whose MTI and inversion rates on
+    the ImageNet network ``docs/quality.md`` measures."""
+    s, inv = cfg.search, cfg.search.inversions
+    d = SearchSchema()
+    ours = (s.steps, s.draws, inv.steps, inv.draws)
+    defaults = (d.steps, d.draws, d.inversions.steps, d.inversions.draws)
+    if all(a >= b for a, b in zip(ours, defaults)):
+        return None
+    return (
+        "census search: {} steps x {} draws, inversions {} x {}: below the defaults ({} x {}, "
+        "{} x {}), whose rates of searches above the tensest data image and of inversions of "
+        "the right sign docs/quality.md measures; this run trades them for time"
+    ).format(*ours, *defaults)
 
 
 def settings_record(cfg: MTIConfig) -> dict[str, Any]:
@@ -304,6 +321,9 @@ def run_search_side(
     cfg = opts.config
     settings = settings_record(cfg)
     parts = chunks(rows, opts.units_per_search)
+    trade = trade_line(cfg)
+    if trade is not None:
+        print(trade)
     if len(parts) > 1:
         print(
             f"census search: {len(rows)} units in {len(parts)} searches (at most "
