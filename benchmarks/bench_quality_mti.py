@@ -7,8 +7,9 @@ search runner (``shells/search_run.run_stages``: the MTI search, then its invers
 runs at each setting. Every image is scored by ``benchmarks/tension_scores.py`` (plain
 autograd, its own code path): the MTI's tension over the tensest crop's (target: >= 1 for
 >= 90% of units), and the same over 16 seeded views of each never optimised (crop 0.7-1,
-rotation +-15 degrees: ``robust_over_data``, whether the MTI's tension is structure); whether the + inversion raises and the - inversion lowers the unit from its
-value on a grey image (target: both, for >= 90% of units); the cosine of each inversion's
+rotation +-15 degrees: ``robust_over_data``, whether the MTI's tension is structure);
+whether the + inversion raises and the - inversion lowers the unit from its value on a grey
+image (target: both, for >= 90% of units); the cosine of each inversion's
 attribution with its part (target >= 0.8); and CPU seconds per unit (the process's CPU time,
 both threads, of the search and its inversions). Each unit's images are saved as PNGs under
 ``OUT/quality_mti/SETTING/`` for ``benchmarks.quality_report``.

@@ -108,6 +108,10 @@ def test_lists_and_choices_are_checked(key, value, message):
         ("logger=neptune", "logger=neptune: no such logger config; valid: csv, wandb"),
         ("model=efficientnet_b0", "model.name=efficientnet_b0"),
         ("trainer.devices=0", "trainer.devices=0; valid:"),
+        (
+            "search.inversions.match=both",
+            "search.inversions.match 'both'; valid: signed_attribution, relu_attribution",
+        ),
     ],
 )
 def test_composing_a_bad_override_is_one_error(override, message):

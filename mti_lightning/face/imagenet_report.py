@@ -336,21 +336,19 @@ def run_report(out: Path, work: Path, quick: bool = False) -> str:
     t = time.perf_counter()
     compare_dir = work / "compare"
     n_crops = 12 if quick else 32
-    rows = list(  # the result iterates as its rows (the JSON summary holds them)
-        mti.compare(
-            ["curvenet", NAME],
-            layers={"curvenet": "bn2", NAME: "blocks.2"},
-            run_dir=compare_dir,
-            logger=None,
-            images=f"photos:seed=3,scale=0.1-0.4,n={n_crops}",
-            n_images=n_crops,
-            units=8,
-            search_units=2 if quick else 8,
-            steps=10 if quick else 80,
-            draws=2,
-            tuning_images=160,
-            batch_size=32,
-        )
+    rows = mti.compare(
+        ["curvenet", NAME],
+        layers={"curvenet": "bn2", NAME: "blocks.2"},
+        run_dir=compare_dir,
+        logger=None,
+        images=f"photos:seed=3,scale=0.1-0.4,n={n_crops}",
+        n_images=n_crops,
+        units=8,
+        search_units=2 if quick else 8,
+        steps=10 if quick else 80,
+        draws=2,
+        tuning_images=160,
+        batch_size=32,
     )
     times["comparison beside CurveNet on photo crops (8 units each, searches)"] = (
         time.perf_counter() - t
@@ -361,19 +359,12 @@ def run_report(out: Path, work: Path, quick: bool = False) -> str:
     t = time.perf_counter()
     cat = F.interpolate(
         torch.from_numpy(load_photo("chelsea")).permute(2, 0, 1).float()[None] / 255,
-        size=(224, 224),
-        mode="bilinear",
-        antialias=True,
+        size=(224, 224), mode="bilinear", antialias=True,
     )[0]
     inv_units = tuned2[:3]
     inverted = mti.invert(
-        lm,
-        cat,
-        {"layer": "blocks.2", "channel": inv_units, "position": "center"},
-        run_dir=work / "invert_cat",
-        logger=None,
-        steps=8 if quick else 128,
-        draws=1,
+        lm, cat, {"layer": "blocks.2", "channel": inv_units, "position": "center"},
+        run_dir=work / "invert_cat", logger=None, steps=8 if quick else 128, draws=1,
         canvas=[128, 128],
     )
     times["+/- inversions of the cat (3 units)"] = time.perf_counter() - t
@@ -387,23 +378,10 @@ def run_report(out: Path, work: Path, quick: bool = False) -> str:
     )
     k = 30 if quick else 80
     atlas = mti.atlas(
-        lm,
-        f"blocks.2:{unit}@center",
-        data=data,
-        run_dir=work / "atlas",
-        logger=None,
-        grid=6 if quick else 8,
-        min_images=2,
-        icon_steps=8 if quick else 24,
-        icon_draws=1,
-        icon_canvas=96,
-        atlas_size=540 if quick else 900,
-        top_activation=k,
-        bottom_activation=k,
-        top_l1=k,
-        top_e_minus=k,
-        umap_n_neighbors=8,
-        batch_size=32,
+        lm, f"blocks.2:{unit}@center", data=data, run_dir=work / "atlas", logger=None,
+        grid=6 if quick else 8, min_images=2, icon_steps=8 if quick else 24, icon_draws=1,
+        icon_canvas=96, atlas_size=540 if quick else 900, top_activation=k,
+        bottom_activation=k, top_l1=k, top_e_minus=k, umap_n_neighbors=8, batch_size=32,
         viewer_thumbnails=8,
     )
     times[f"atlas of blocks.2:{unit} ({len(data)} images)"] = time.perf_counter() - t
@@ -415,7 +393,7 @@ def run_report(out: Path, work: Path, quick: bool = False) -> str:
         "model": lm.source,
         "blocks": [{k: v for k, v in b.items() if k not in ("example", "curves")} for b in blocks],
         "rates": {b["layer"]: _rates(b["units"]) for b in blocks},
-        "compare": rows,
+        "compare": list(rows),  # mti.compare's result iterates as its rows
         "inversions": inverted.rows,
         "atlas_cells": cells,
         "inversion_units": inv_units,
@@ -438,9 +416,7 @@ def write_markdown(summary_path: Path, out: Path) -> str:
 
 def _r2_line(r2: list[float]) -> str:
     q = np.quantile(np.array(r2), [0.1, 0.25, 0.5, 0.75, 0.9])
-    return (
-        "quantiles 10/25/50/75/90 %: " + ", ".join(f"{v:.2f}" for v in q) + f"; max {max(r2):.2f}"
-    )
+    return "quantiles 10/25/50/75/90 %: " + ", ".join(f"{v:.2f}" for v in q) + f"; max {max(r2):.2f}"
 
 
 # What the pictures show, written by a person who looked at them (seeded run; a rerun on
@@ -587,11 +563,7 @@ def _markdown(summary: dict[str, Any]) -> str:
                 f"{u['curve_min_offset_deg']:.1f} | {u['act_at_max_e_minus']:+.2f} | "
                 f"{u['background']:+.2f} | {'yes' if u['suppressed'] else 'no'} |"
             )
-    lines += [
-        "",
-        "| block | tuned units measured | E- largest at 90 deg (chance) | at 67.5-90 deg (chance) | suppressed below background (chance) |",
-        "|---|---|---|---|---|",
-    ]
+    lines += ["", "| block | tuned units measured | E- largest at 90 deg (chance) | at 67.5-90 deg (chance) | suppressed below background (chance) |", "|---|---|---|---|---|"]
     all_units = [u for b in blocks for u in b["units"]]
     for layer, r in [*summary["rates"].items(), ("both", _rates(all_units))]:
         lines.append(
