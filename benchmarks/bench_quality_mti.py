@@ -33,18 +33,24 @@ from benchmarks.quality_scores import Unit, random_views
 from benchmarks.tension_scores import attribution, inversion_scores, tension
 
 # named settings: overrides of the schema's defaults (search.steps=150, draws=8, lr=0.05,
-# inversions 100 steps and 8 draws matching sign(a) * relu(+-A), transform scale 0.85-1, no
-# rotation)
+# param.scale=2, inversions 100 steps and 8 draws matching sign(a) * relu(+-A), transform
+# scale 0.85-1, no rotation)
+SCALE_1 = "param.scale=1.0"  # the Fourier contrast before issue 32 moved it to 2
 SETTINGS = {
     "default": [],
-    "relu_attribution": ["search.inversions.match=relu_attribution"],
-    "long": ["search.steps=300", "search.inversions.steps=200"],
+    "previous_default": [SCALE_1],
+    "contrast_1_5": ["param.scale=1.5"],
+    "relu_attribution": ["search.inversions.match=relu_attribution", SCALE_1],
+    "long": ["search.steps=300", "search.inversions.steps=200", SCALE_1],
     "no_transforms": [
         "transform.scale=[1.0,1.0]",
         "transform.jitter=0",
         "transform.gaussian_noise=0",
+        SCALE_1,
     ],
     "wide_draws": ["transform.scale=[0.5,1.0]", "transform.rotate=15"],
+    # the photographs' own magnitude spectrum (benchmarks/photo_spectrum.py: 1.70 at 128 px)
+    "photo_spectrum": ["param.decay=1.7", SCALE_1],
 }
 QUICK = [
     "search.steps=6",
@@ -68,11 +74,25 @@ COLUMNS = [
 ]
 
 
-def _options(parser: argparse.ArgumentParser) -> None:
+def sample_options(parser: argparse.ArgumentParser) -> None:
+    """The sample's options: the network, how many units, the canvas and the photo crops."""
     parser.add_argument("--model", default="efficientnet_lite0_imagenet")
     parser.add_argument("--units", type=int, default=18, help="units (bench_quality's sample)")
     parser.add_argument("--canvas", type=int, default=128)
     parser.add_argument("--data", default="photos:n=1000,seed=0", help="the crops of the data side")
+
+
+def sample_depths(args: argparse.Namespace) -> tuple[str, ...]:
+    """The sample's layers; ``--quick`` shrinks the sample in ``args`` (4 units of two depths,
+    64 px, 64 crops)."""
+    if not args.quick:
+        return DEPTHS
+    args.units, args.canvas, args.data = 4, 64, "photos:n=64,seed=0"
+    return DEPTHS[:2]
+
+
+def _options(parser: argparse.ArgumentParser) -> None:
+    sample_options(parser)
     parser.add_argument("--settings", nargs="+", default=["default"], choices=sorted(SETTINGS))
     parser.add_argument(
         "--draws", type=int, default=0, help="draws of search and inversions (0: the schema's)"
@@ -171,9 +191,7 @@ def summary(setting: str, rows: list[dict]) -> dict:
 def main() -> None:
     args = common.parse_args(__doc__.split("\n\n")[0], _options)
     common.setup(args)
-    depths = DEPTHS
-    if args.quick:
-        args.units, args.canvas, args.data, depths = 4, 64, "photos:n=64,seed=0", DEPTHS[:2]
+    depths = sample_depths(args)
     import mti_lightning as mti
     from mti_lightning.core.features import build_readout
     from mti_lightning.core.io import save_png

@@ -37,6 +37,7 @@ QUICK = {
     "bench_circuit": ("bench_circuit", [], "circuit"),
     "bench_quality": ("bench_quality", [], "quality"),
     "bench_quality_mti": ("bench_quality_mti", [], "quality_mti"),
+    "grey_floor": ("grey_floor", [], "grey_floor"),
     "profile_step": ("profile_step", [], "profile"),
     "profile_step --breakdown": ("profile_step", ["--breakdown"], "step_costs"),
 }

@@ -257,4 +257,36 @@ def test_the_report_puts_the_runs_before_the_change_first_and_says_each_miss(tmp
     assert "1 of 18 units have an inversion on the wrong side of grey" in why[1]
     assert "(blocks.2:16@mean: grey -15, + 7, - -3.2)" in why[1]
     assert "(`no_transforms`) 100% of the searches" in why[2] and "only 50% do" in why[2]
-    assert "against 95% at the defaults" in why[2] and "on 2 of 18 units" in why[2]
+    assert "against 95% at the defaults" in why[2] and "(2 of 18 units end below" in why[2]
+    # with the unit's floor measured, the page says whether any Fourier image goes below grey
+    floor = {
+        "blocks.2:16@mean": {
+            "grey": -15.0,
+            "crops_min": -7.49,
+            "crops_below_grey": 0.0,
+            "neg_fourier": -19.3,
+            "neg_pixel": -30.4,
+        }
+    }
+    why = quality_report.reasons([*rows, exact["rows"][0]], floor)
+    assert why[2].startswith("  - blocks.2:16@mean: 0.0% of the photo crops lie below grey")
+    assert "(lowest -7.49)" in why[2] and "reaches -19.3 with the default Fourier" in why[2]
+    assert "(lower than grey) and -30.4 with pixels" in why[2]
+    assert "(`no_transforms`) 100% of the searches" in why[3]
+
+
+def test_the_other_networks_rows_are_named_by_their_model_and_the_before_run_is_not_one(
+    tmp_path,
+):
+    run = _mti_run("default", [], 0.89, {})
+    run["settings"]["model"] = "efficientnet_lite1_imagenet"
+    (tmp_path / "quality_mti_lite1.json").write_text(json.dumps(run))
+    before = _mti_run("before", [], 0.83, {})
+    (tmp_path / "quality_mti_before.json").write_text(json.dumps(before))
+    rows = quality_report.network_rows(tmp_path)
+    assert [r["setting"] for r in rows] == ["efficientnet_lite1_imagenet: default"]
+    line = quality_report.misses(rows)[0]
+    assert line == (
+        "- `efficientnet_lite1_imagenet: default`: MTI tension >= tensest crop's: 89% "
+        "(target 90%): missed by 1 point."
+    )

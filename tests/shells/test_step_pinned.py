@@ -32,6 +32,7 @@ COMMON = [
     "search.attribution_layer=pool1",
     "target.layer=bn2",
     "target.position=center",
+    "param.scale=1.0",  # the Fourier contrast of the pinning commit (the default is 2 since)
 ]
 # per kind: overrides, and the images' fingerprint (per image and channel the mean, then four
 # fixed random projections) from commit ec9f274
