@@ -59,25 +59,26 @@ def lucent_table(quality: dict) -> list[str]:
     return lines
 
 
+def _run_rows(path: Path, prefix: str = "") -> list[dict]:
+    """One bench_quality_mti run's rows, each with its overrides (``overrides``), draws and
+    date, the setting's name after ``prefix``."""
+    run = json.loads(path.read_text())
+    return [
+        {
+            **r,
+            "setting": prefix + r["setting"],
+            "overrides": run["settings"]["settings"][r["setting"]],
+            "draws": run["settings"]["draws"],
+            "date": run["machine"]["date"][:10],
+        }
+        for r in run["rows"]
+    ]
+
+
 def mti_rows(results: Path) -> list[dict]:
-    """bench_quality_mti's rows, those of ``quality_mti_before.json`` first where it exists;
-    each with its run's overrides (``overrides``), draws and date."""
-    rows = []
-    for name in ("quality_mti_before.json", "quality_mti.json"):
-        path = results / name
-        if not path.is_file():
-            continue
-        run = json.loads(path.read_text())
-        for r in run["rows"]:
-            rows.append(
-                {
-                    **r,
-                    "overrides": run["settings"]["settings"][r["setting"]],
-                    "draws": run["settings"]["draws"],
-                    "date": run["machine"]["date"][:10],
-                }
-            )
-    return rows
+    """bench_quality_mti's rows, those of ``quality_mti_before.json`` first where it exists."""
+    names = ("quality_mti_before.json", "quality_mti.json")
+    return [r for n in names if (results / n).is_file() for r in _run_rows(results / n)]
 
 
 def network_rows(results: Path) -> list[dict]:
@@ -85,19 +86,9 @@ def network_rows(results: Path) -> list[dict]:
     ``quality_mti_lite1.json``), each setting named ``<model>: <setting>``."""
     rows = []
     for path in sorted(results.glob("quality_mti_*.json")):
-        if path.name == "quality_mti_before.json":
-            continue
-        run = json.loads(path.read_text())
-        for r in run["rows"]:
-            rows.append(
-                {
-                    **r,
-                    "setting": f"{run['settings']['model']}: {r['setting']}",
-                    "overrides": run["settings"]["settings"][r["setting"]],
-                    "draws": run["settings"]["draws"],
-                    "date": run["machine"]["date"][:10],
-                }
-            )
+        if path.name != "quality_mti_before.json":
+            model = json.loads(path.read_text())["settings"]["model"]
+            rows += _run_rows(path, f"{model}: ")
     return rows
 
 
@@ -236,8 +227,11 @@ def grid(results: list[dict], setting: str, images: Path, out: Path) -> bool:
     bench_quality saved visualisations for), six columns. False when the images are missing."""
     folder = images / "quality_mti" / setting
     units = sorted(p.stem for p in (images / "quality" / "visualize").glob("*_center.png"))
-    found = [u for u in units if (folder / f"{u}_mti.png").is_file()]
-    rows = [u for u in found if u == next(v for v in found if v.split("_")[0] == u.split("_")[0])]
+    first: dict[str, str] = {}
+    for u in units:
+        if (folder / f"{u}_mti.png").is_file():
+            first.setdefault(u.split("_")[0], u)
+    rows = list(first.values())
     if not rows:
         return False
     per_unit = {u["unit"]: u for r in results if r["setting"] == setting for u in r["per_unit"]}
