@@ -324,8 +324,9 @@ def report(
         lines += [
             "### The same benchmark on the other offline ImageNet networks",
             "",
-            "The same command with `--model` (same seeded sample of channels and positions, "
-            "same canvas and crops), so that no finding rests on one network:",
+            "The same command with `--model` (the same sampler and seed, canvas and crops; "
+            "where a network's widths differ its channels do too, and a unit drawn twice "
+            "counts once), so that no finding rests on one network:",
             "",
             *rates_table(others),
             "",
